@@ -1,0 +1,210 @@
+"""The provider seam: one class per upstream API, registered under one name.
+
+A provider turns an OpenAI chat-completions request body into its native call and the
+native answer back into OpenAI's shape (``chat.completion`` and ``chat.completion.chunk``).
+Most providers are HTTP APIs and subclass ``HttpProvider``, which owns the HTTP exchange,
+error mapping and SSE parsing; they only supply the pure mapping methods. A provider that
+needs no network (``demo``) implements ``complete`` and ``stream`` directly.
+
+The router and server never name a provider: they look it up in ``providers.registry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from keeptrusts.config.model import Target
+from keeptrusts.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from keeptrusts.sse import SSEEvent, SSEParser
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One ``chat.completion.chunk``. ``raw`` is the upstream's own bytes when unchanged,
+    so a pass-through stream is never re-serialised."""
+
+    obj: dict[str, Any]
+    raw: bytes | None = None
+
+    def encode(self) -> bytes:
+        return self.raw if self.raw is not None else orjson.dumps(self.obj)
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Call:
+    """What a provider needs for one attempt against one target."""
+
+    body: dict[str, Any]
+    target: Target
+    http: aiohttp.ClientSession
+    request_id: str
+    # The client's Authorization header, forwarded only to targets without a secret.
+    client_auth: str | None = None
+    stream: bool = False
+    usage: dict[str, Any] | None = field(default=None)
+
+
+class Provider:
+    """Base class: subclasses set ``name`` and implement ``complete`` and ``stream``."""
+
+    name: ClassVar[str]
+    default_base_url: ClassVar[str | None] = None
+    # Environment variable read for the key when a target names no secret.
+    default_key_env: ClassVar[str | None] = None
+    # Providers with no network need no base_url.
+    needs_base_url: ClassVar[bool] = True
+
+    async def complete(self, call: Call) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        raise NotImplementedError
+
+
+class StreamTranslator:
+    """Per-stream state that maps native SSE events to OpenAI chunks."""
+
+    done: bool = False
+
+    def feed(self, event: SSEEvent) -> Iterable[Chunk]:
+        raise NotImplementedError
+
+
+class HttpProvider(Provider):
+    """A provider reached over HTTP; subclasses supply the pure mapping methods."""
+
+    def build_request(self, call: Call) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def parse_response(self, data: dict[str, Any], call: Call) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def translator(self, call: Call) -> StreamTranslator:
+        raise NotImplementedError
+
+    def parse_error(self, status: int, body: bytes) -> UpstreamError:
+        """Map a native error body to an ``UpstreamError`` that keeps status and message."""
+        return error_from_body(status, body)
+
+    async def complete(self, call: Call) -> dict[str, Any]:
+        req = self.build_request(call)
+        t = call.target.timeouts
+        async with _mapped_errors(call.target), call.http.post(
+            req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
+        ) as resp:
+            body = await asyncio.wait_for(resp.read(), t.total)
+            if resp.status >= 400:
+                err = self.parse_error(resp.status, body)
+                _keep_retry_after(err, resp)
+                raise err
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                f"target {call.target.id} returned a body that is not JSON", status=502
+            ) from exc
+        return self.parse_response(data, call)
+
+    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        req = self.build_request(call)
+        t = call.target.timeouts
+        translator = self.translator(call)
+        parser = SSEParser()
+        async with _mapped_errors(call.target), call.http.post(
+            req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
+        ) as resp:
+            if resp.status >= 400:
+                err = self.parse_error(resp.status, await resp.read())
+                _keep_retry_after(err, resp)
+                raise err
+            async for data in resp.content.iter_any():
+                for event in parser.feed(data):
+                    for chunk in translator.feed(event):
+                        yield chunk
+                if translator.done:
+                    return
+            for event in parser.close():
+                for chunk in translator.feed(event):
+                    yield chunk
+        if not translator.done:
+            raise UpstreamUnreachable(
+                f"target {call.target.id} ended the stream before it was complete"
+            )
+
+
+def error_from_body(status: int, body: bytes) -> UpstreamError:
+    """Read OpenAI- and Anthropic-style error bodies (``{"error": {...}}``) into an error."""
+    message, etype, code = f"upstream returned HTTP {status}", None, None
+    try:
+        data = orjson.loads(body)
+        err = data.get("error", data) if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            etype = err.get("type")
+            code = err.get("code")
+        elif isinstance(err, str):
+            message = err
+    except orjson.JSONDecodeError:
+        text = body[:200].decode("utf-8", "replace").strip()
+        if text:
+            message = f"{message}: {text}"
+    code = code if isinstance(code, str) else None
+    return UpstreamError(message, status=status, type=etype or "upstream_error", code=code)
+
+
+def _timeout(t: Any) -> aiohttp.ClientTimeout:
+    # sock_read bounds the wait for the first byte and every gap after it.
+    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.first_byte)
+
+
+def _keep_retry_after(err: UpstreamError, resp: aiohttp.ClientResponse) -> None:
+    retry_after = resp.headers.get("retry-after")
+    if retry_after:
+        err.headers["retry-after"] = retry_after
+
+
+class _mapped_errors:
+    """Turn aiohttp/asyncio failures into our upstream errors, naming the target only."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, UpstreamError):
+            return False
+        tid = self.target.id
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            raise UpstreamTimeout(f"target {tid} timed out") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise UpstreamUnreachable(f"target {tid} is unreachable") from exc
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+            raise UpstreamUnreachable(f"connection to target {tid} failed") from exc
+        return False
+
+
+def bearer_headers(call: Call, *, header: str = "authorization", prefix: str = "Bearer ") -> dict:
+    """Return the auth header for a target: its own secret, else the client's."""
+    t = call.target
+    header = (t.api_key_header or header).lower()
+    prefix = t.api_key_prefix if t.api_key_prefix is not None else prefix
+    if t.api_key:
+        return {header: f"{prefix}{t.api_key}"}
+    if call.client_auth and header == "authorization":
+        return {"authorization": call.client_auth}
+    return {}
