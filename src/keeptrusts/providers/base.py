@@ -102,9 +102,12 @@ class HttpProvider(Provider):
     async def complete(self, call: Call) -> dict[str, Any]:
         req = self.build_request(call)
         t = call.target.timeouts
-        async with _mapped_errors(call.target), call.http.post(
-            req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
-        ) as resp:
+        async with (
+            _mapped_errors(call.target),
+            call.http.post(
+                req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
+            ) as resp,
+        ):
             body = await asyncio.wait_for(resp.read(), t.total)
             if resp.status >= 400:
                 err = self.parse_error(resp.status, body)
@@ -123,9 +126,12 @@ class HttpProvider(Provider):
         t = call.target.timeouts
         translator = self.translator(call)
         parser = SSEParser()
-        async with _mapped_errors(call.target), call.http.post(
-            req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
-        ) as resp:
+        async with (
+            _mapped_errors(call.target),
+            call.http.post(
+                req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
+            ) as resp,
+        ):
             if resp.status >= 400:
                 err = self.parse_error(resp.status, await resp.read())
                 _keep_retry_after(err, resp)

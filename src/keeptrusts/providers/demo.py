@@ -22,18 +22,13 @@ def _last_user_text(body: dict[str, Any]) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return " ".join(
-                    p.get("text", "") for p in content if isinstance(p, dict)
-                ).strip()
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
     return ""
 
 
 def _answer(body: dict[str, Any]) -> str:
     text = _last_user_text(body)
-    return (
-        "This is the keeptrusts demo provider: no model was called. "
-        f'You said: "{text}"'
-    )
+    return f'This is the keeptrusts demo provider: no model was called. You said: "{text}"'
 
 
 def _usage(body: dict[str, Any], answer: str) -> dict[str, int]:

@@ -1,0 +1,115 @@
+"""``kt gateway run``: load the config, bind, serve, drain on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from keeptrusts import __version__
+from keeptrusts.cli.common import default_state_dir, ensure_state_dir, parse_listen
+from keeptrusts.config.load import ConfigError, load_or_raise
+from keeptrusts.runtime import DEFAULT_MAX_BODY_BYTES, Gateway, NotImplementedPolicy, Settings
+from keeptrusts.server.app import build_app
+
+DEFAULT_LISTEN = "0.0.0.0:41002"
+DEFAULT_DRAIN_SECONDS = 15.0
+
+
+def add_commands(groups: argparse._SubParsersAction) -> None:
+    gw = groups.add_parser("gateway", help="run the gateway")
+    sub = gw.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="serve the OpenAI-compatible API with the policy chain")
+    run.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
+    run.add_argument(
+        "--policy-config",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="policy config; repeat to layer files (later files win, targets merge by id)",
+    )
+    run.add_argument(
+        "--state-dir", default=None, help="local state (default $KEEPTRUSTS_HOME or ~/.keeptrusts)"
+    )
+    run.add_argument("--fail-mode", choices=("block", "allow"), default="block")
+    run.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    run.add_argument("--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS)
+    run.add_argument("--log-level", default=os.environ.get("KEEPTRUSTS_LOG_LEVEL", "INFO"))
+    run.set_defaults(func=run_gateway)
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        host, port = parse_listen(args.listen)
+        config, problems = load_or_raise(args.policy_config)
+    except (ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for p in problems:
+        print(p, file=sys.stderr)
+    state_dir = ensure_state_dir(
+        Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    )
+    settings = Settings(
+        state_dir=state_dir,
+        fail_mode=args.fail_mode,
+        max_body_bytes=args.max_body_bytes,
+    )
+    try:
+        gateway = Gateway(config, settings)
+    except NotImplementedPolicy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_banner(gateway, host, port)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        pass
+    try:
+        asyncio.run(_serve(gateway, host, port, args.drain_seconds))
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_banner(gateway: Gateway, host: str, port: int) -> None:
+    cfg = gateway.config
+    print(f"keeptrusts {__version__}: loaded declarative config {cfg.pack}", flush=True)
+    for t in cfg.targets:
+        print(f"  target {t.id}: provider={t.provider} model={t.model or '*'} {t.status()}")
+    chain = " -> ".join(cfg.chain) if cfg.chain else "(empty)"
+    print(f"  chain: {chain} (fail-mode {gateway.settings.fail_mode})")
+    print(f"  state dir: {gateway.settings.state_dir}", flush=True)
+
+
+async def _serve(gateway: Gateway, host: str, port: int, drain: float) -> None:
+    app = build_app(gateway)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    print(f"  listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("shutting down: draining in-flight requests", flush=True)
+    # cleanup() stops listening, waits up to shutdown_timeout for in-flight requests, then
+    # runs the app's cleanup contexts (audit flush, connection pool close).
+    await runner.cleanup()
+    print("stopped", flush=True)

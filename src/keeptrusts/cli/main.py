@@ -1,0 +1,29 @@
+"""``kt``: the command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from keeptrusts import __version__
+from keeptrusts.cli import gateway, lint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kt", description="Keeptrusts governance gateway")
+    parser.add_argument("--version", action="version", version=f"kt {__version__}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    gateway.add_commands(groups)
+    lint.add_commands(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

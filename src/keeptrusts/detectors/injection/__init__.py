@@ -1,0 +1,175 @@
+"""Prompt-injection / jailbreak detector: ``InjectionDetector.load().score(text)``.
+
+Layers, in the order they run on one text:
+
+1. **Normalisation** (:mod:`.normalize`): NFKC, zero-width and tag-character removal,
+   Zalgo stripping, homoglyph folding and whitespace collapsing. Encoded payloads
+   (base64, hex, URL/HTML/``\\u`` escapes, ROT13) are decoded into extra *views*.
+2. **Classifier** (:mod:`.features` + ``model.npz``): hashed character 3-5-grams and
+   word 1-2-grams, logistic regression, inference in numpy only. Each view is scored
+   as a whole and, when it is long, in overlapping windows, so that one injected
+   paragraph inside a long pasted document is not diluted away.
+3. **Patterns** (:mod:`.patterns`): a few curated, high-precision attack phrasings in
+   several languages. A match adds ``PATTERN_BOOST`` to the classifier's logit.
+
+The score is the maximum over views and windows: 1 means injection. The detector is
+stateless after loading (read-only numpy arrays), so one instance can be shared by
+any number of threads. Training and evaluation: ``scripts/train_injection.py`` and
+``scripts/eval_injection.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import HashingFeaturizer
+from .normalize import decode_payloads, normalize
+from .patterns import PATTERN_BOOST, match_patterns
+
+__all__ = ["InjectionDetector"]
+
+ARTIFACT_NAME = "model.npz"
+WINDOW_CHARS = 480
+WINDOW_STRIDE = 240
+
+_LOCK = threading.Lock()
+_CACHED: InjectionDetector | None = None
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+class InjectionDetector:
+    """Scores text for prompt injection; thread-safe and side-effect free."""
+
+    name = "injection"
+
+    def __init__(
+        self,
+        coef: np.ndarray,
+        intercept: float,
+        featurizer: HashingFeaturizer,
+        *,
+        windows: bool = True,
+        patterns: bool = True,
+        decode: bool = True,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        coef = np.asarray(coef, dtype=np.float32)
+        if coef.shape != (featurizer.n_features,):
+            raise ValueError(f"coef has shape {coef.shape}, expected ({featurizer.n_features},)")
+        coef.setflags(write=False)
+        self._coef = coef
+        self._intercept = float(intercept)
+        self._fz = featurizer
+        self._windows = windows
+        self._patterns = patterns
+        self._decode = decode
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls) -> InjectionDetector:
+        """The shipped model, loaded once per process (thread-safe)."""
+        global _CACHED
+        if _CACHED is None:
+            with _LOCK:
+                if _CACHED is None:
+                    ref = resources.files(__package__).joinpath(ARTIFACT_NAME)
+                    with resources.as_file(ref) as path:
+                        _CACHED = cls.from_file(path)
+        return _CACHED
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> InjectionDetector:
+        """Load an artifact written by ``scripts/train_injection.py`` (no pickle)."""
+        with np.load(path, allow_pickle=False) as z:
+            coef = z["coef"].astype(np.float32)
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+        fz = HashingFeaturizer.from_dict(meta["featurizer"])
+        return cls(coef, meta["intercept"], fz, meta=meta, **kwargs)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _logit(self, buckets: np.ndarray) -> float:
+        idx, vals = self._fz.vectorize(buckets)
+        return float(np.dot(self._coef[idx], vals)) + self._intercept
+
+    def _model_view(self, text: str) -> tuple[float, float]:
+        """``(whole-text logit, best window logit)`` for one view (window: -inf if short)."""
+        buckets, starts = self._fz.positions(text)
+        whole = self._logit(buckets)
+        best = -math.inf
+        if self._windows and starts.size:
+            end = int(starts.max()) + 1
+            if end > WINDOW_CHARS + WINDOW_STRIDE:
+                for a in range(0, end - WINDOW_STRIDE, WINDOW_STRIDE):
+                    m = (starts >= a) & (starts < a + WINDOW_CHARS)
+                    if m.any():
+                        best = max(best, self._logit(buckets[m]))
+        return whole, best
+
+    def _view(self, text: str) -> dict[str, Any]:
+        whole, window = self._model_view(text)
+        patterns = match_patterns(text) if self._patterns else []
+        logit = max(whole, window)
+        if patterns:
+            logit = max(logit, whole + PATTERN_BOOST)
+        return {
+            "score": _sigmoid(logit),
+            "model": _sigmoid(whole),
+            "window": _sigmoid(window),
+            "patterns": patterns,
+        }
+
+    def explain(self, text: str) -> dict[str, Any]:
+        """Score with the contribution of each layer.
+
+        Keys: ``score``; ``layer`` (``model``, ``window``, ``patterns`` or ``decoded``:
+        which layer set the score); ``model`` (classifier on the whole normalised
+        text); ``window`` (best window of a long text, 0 if not windowed);
+        ``patterns`` (matched attack patterns); ``decoded`` (``{"text", "score"}``
+        for each decoded payload); ``normalized_changed``.
+        """
+        if not isinstance(text, str):
+            raise TypeError("text must be a str")
+        norm = normalize(text)
+        main = self._view(norm)
+        decoded: list[dict[str, Any]] = []
+        if self._decode:
+            for payload in decode_payloads(norm):
+                v = self._view(payload)
+                decoded.append({"text": payload[:200], "score": v["score"], "patterns": v["patterns"]})
+        score, layer = main["score"], "model"
+        if main["window"] > main["model"] and main["window"] >= score:
+            layer = "window"
+        elif main["patterns"] and score > max(main["model"], main["window"]):
+            layer = "patterns"
+        for d in decoded:
+            if d["score"] > score:
+                score, layer = d["score"], "decoded"
+        return {
+            "score": min(1.0, max(0.0, score)),
+            "layer": layer,
+            "model": main["model"],
+            "window": main["window"],
+            "patterns": main["patterns"],
+            "decoded": decoded,
+            "normalized_changed": norm != text.strip(),
+        }
+
+    def score(self, text: str) -> float:
+        """Probability-like score in [0, 1] that ``text`` is a prompt injection."""
+        return float(self.explain(text)["score"])

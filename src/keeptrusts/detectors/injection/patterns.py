@@ -1,0 +1,121 @@
+"""Curated high-precision prompt-injection phrasings (stdlib ``re``).
+
+These are the canonical instruction-override, prompt-extraction and jailbreak-persona
+phrasings, in English, German, French, Spanish, Italian, Portuguese and Dutch. They
+run on normalised text (after homoglyph folding and payload decoding), so simple
+obfuscation does not hide them.
+
+A match does not decide on its own: the detector adds ``PATTERN_BOOST`` to the
+classifier's logit. A quoted phrase (``Is "ignore previous instructions" an
+attack?``) is not counted, so questions *about* prompt injection stay benign unless
+the classifier itself is confident.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["PATTERN_BOOST", "PATTERNS", "match_patterns"]
+
+PATTERN_BOOST = 4.0
+
+_PREV = (
+    r"(?:previous|prior|above|earlier|preceding|former|initial|original|foregoing|"
+    r"existing|current|system|developer|all)"
+)
+_RULES = (
+    r"(?:instructions?|prompts?|rules|directions|directives|guidelines|commands|"
+    r"orders|programming|constraints|restrictions|guardrails|policies|context)"
+)
+
+PATTERNS: dict[str, re.Pattern[str]] = {
+    name: re.compile(rx, re.IGNORECASE)
+    for name, rx in {
+        "override:en": (
+            rf"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|set aside)\b"
+            rf"(?:\s+\w+){{0,3}}?\s+{_PREV}\s+(?:\w+\s+){{0,2}}{_RULES}\b"
+        ),
+        "override-your:en": (
+            r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+)?(?:of\s+)?your\s+"
+            r"(?:\w+\s+)?(?:instructions|rules|guidelines|programming|restrictions|"
+            r"safety\s+\w+|content\s+polic(?:y|ies)|training)\b"
+        ),
+        "new-instructions:en": (
+            r"\b(?:your\s+new\s+(?:instructions|task|role)\s+(?:is|are)|"
+            r"new\s+instructions\s*:|from\s+now\s+on,?\s+you\s+(?:will|are|must)\s+"
+            r"(?:ignore|disregard|not\s+follow|have\s+no|be\s+free|act\s+without|respond\s+without))"
+        ),
+        "prompt-leak:en": (
+            r"\b(?:reveal|print|show|output|repeat|display|leak|tell\s+me|give\s+me|dump|"
+            r"write\s+out|spell\s+out)\s+(?:me\s+)?(?:all\s+)?(?:of\s+)?(?:your|the)\s+"
+            r"(?:(?:full|entire|exact|complete|hidden|secret|initial|original|system|"
+            r"developer|confidential)\s+){1,3}(?:prompt|instructions|message|directives)\b"
+        ),
+        "repeat-above:en": r"\brepeat\s+(?:the\s+)?(?:words|text|everything)\s+above\b",
+        "dan:en": (
+            r"\b(?:do\s+anything\s+now|you\s+are\s+(?:now\s+)?(?:DAN|jailbroken|"
+            r"unrestricted|unfiltered|uncensored|free\s+from\s+(?:all\s+)?(?:restrictions|rules))|"
+            r"(?:developer|god|jailbreak|DAN|unrestricted)\s+mode\s+(?:is\s+)?"
+            r"(?:enabled|activated|on|engaged))\b"
+        ),
+        "no-rules:en": (
+            r"\b(?:without|with\s+no|free\s+of|free\s+from|no\s+longer\s+(?:bound|restricted)\s+by)"
+            r"\s+(?:any\s+)?(?:ethical|moral|content|safety|openai|censorship)\s+"
+            r"(?:guidelines|restrictions|filters|policies|limits|rules|constraints)\b"
+        ),
+        "pwned": r"\bi\s+have\s+been\s+pwned\b",
+        "override:de": (
+            r"\b(?:ignorier\w*|vergiss|vergessen\s+sie|missachte\w*|überspring\w*)\s+"
+            r"(?:\w+\s+){0,3}(?:vorherigen|bisherigen|obigen|vorangegangenen|vorigen|"
+            r"ursprünglichen|alle[nm]?|deine[n]?)\s+(?:\w+\s+)?"
+            r"(?:anweisungen|instruktionen|befehle|regeln|vorgaben|richtlinien|aufgaben)\b"
+        ),
+        "forget-all:de": r"\bvergiss\s+(?:einfach\s+)?alles\b",
+        "prompt-leak:de": (
+            r"\b(?:zeig\w*|gib|verrate\w*|nenne\w*|wiederhole\w*|drucke\w*)\s+(?:mir\s+)?"
+            r"(?:\w+\s+){0,2}(?:system-?prompt|systemanweisung\w*|anfangsanweisung\w*|"
+            r"ursprünglichen\s+anweisungen|geheimen\s+anweisungen)\b"
+        ),
+        "override:fr": (
+            r"\b(?:ignore[rzs]?|oublie[rzs]?|néglige[rzs]?)\s+(?:\w+\s+){0,3}"
+            r"(?:instructions|consignes|règles|directives)\s+(?:précédentes|antérieures|"
+            r"ci-dessus|initiales)\b"
+        ),
+        "override:es": (
+            r"\b(?:ignora\w*|olvida\w*|descarta\w*)\s+(?:\w+\s+){0,3}"
+            r"(?:instrucciones|reglas|directrices|órdenes)\s+(?:anteriores|previas|"
+            r"de\s+arriba|iniciales)\b"
+        ),
+        "override:it": (
+            r"\b(?:ignora\w*|dimentica\w*)\s+(?:\w+\s+){0,3}"
+            r"(?:istruzioni|regole|direttive)\s+(?:precedenti|iniziali|sopra)\b"
+        ),
+        "override:pt": (
+            r"\b(?:ignore|ignora\w*|esqueça|esqueca)\s+(?:\w+\s+){0,3}"
+            r"(?:instruções|instrucoes|regras|diretrizes)\s+(?:anteriores|prévias|iniciais)\b"
+        ),
+        "override:nl": (
+            r"\b(?:negeer|vergeet)\s+(?:\w+\s+){0,3}"
+            r"(?:instructies|regels|opdrachten)\b"
+        ),
+    }.items()
+}
+
+_QUOTES = "\"'“”‘’«»„‚‹›`「」『』"
+
+
+def _quoted(text: str, start: int, end: int) -> bool:
+    """True if the match is opened by a quotation mark (``"ignore all previous ..."``)."""
+    before = text[max(0, start - 2) : start].strip()
+    return bool(before) and before[-1] in _QUOTES
+
+
+def match_patterns(text: str) -> list[str]:
+    """Names of patterns that match ``text`` outside quotation marks."""
+    hits: list[str] = []
+    for name, rx in PATTERNS.items():
+        for m in rx.finditer(text):
+            if not _quoted(text, m.start(), m.end()):
+                hits.append(name)
+                break
+    return hits

@@ -1,0 +1,149 @@
+"""``POST /v1/chat/completions``: parse once, run the chain, route, answer (JSON or SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from keeptrusts import sse
+from keeptrusts.context import RequestContext
+from keeptrusts.errors import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamError
+from keeptrusts.providers.base import Chunk
+from keeptrusts.server.responses import error_response, json_response
+from keeptrusts.server.validate import check_chat_request
+
+if TYPE_CHECKING:
+    from keeptrusts.runtime import Gateway
+
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """Read and parse the body once; 413 past ``limit``, 400 if it is not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body exceeds the gateway limit of {limit} bytes.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"Request body exceeds the gateway limit of {limit} bytes.") from exc
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the gateway limit of {limit} bytes.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc.msg} at position {exc.pos}.",
+            code="invalid_json",
+        ) from exc
+
+
+def new_context(request: web.Request, endpoint: str, body: dict[str, Any]) -> RequestContext:
+    rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    return RequestContext(
+        request_id=rid[:128],
+        endpoint=endpoint,
+        body=body,
+        model=body.get("model", ""),
+        stream=bool(body.get("stream")),
+        headers=dict(request.headers),
+        client_auth=request.headers.get("authorization"),
+    )
+
+
+def timing_headers(ctx: RequestContext) -> dict[str, str]:
+    return {
+        "x-request-id": ctx.request_id,
+        "x-keeptrusts-overhead-ms": f"{ctx.overhead_ms():.3f}",
+        "x-keeptrusts-policy-ms": f"{ctx.policy_ms:.3f}",
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gw: Gateway = request.app["gateway"]
+    ctx: RequestContext | None = None
+    try:
+        body = await read_json(request, gw.settings.max_body_bytes)
+        check_chat_request(body)
+        ctx = new_context(request, "chat.completions", body)
+        await gw.authenticate(ctx)
+        await gw.chain.run_input(ctx)
+        route = gw.router.resolve(ctx.model)
+        if ctx.stream:
+            return await _stream(request, gw, ctx, route)
+        result = await gw.router.complete(ctx, route)
+        ctx.usage = result.get("usage")
+        await gw.chain.run_output(ctx, result)
+        return json_response(result, headers=timing_headers(ctx))
+    except GatewayError as err:
+        if ctx is None:
+            return error_response(err, request_id=request.headers.get("x-request-id"))
+        ctx.status = err.status
+        ctx.error = err.code or err.type
+        return error_response(err, request_id=ctx.request_id, extra_headers=timing_headers(ctx))
+    finally:
+        if ctx is not None:
+            gw.finish(ctx)
+
+
+async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext, route: Any) -> Any:
+    first, rest = await gw.router.open_stream(ctx, route)
+    redactor = gw.chain.stream(ctx)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **timing_headers(ctx)})
+    try:
+        await resp.prepare(request)
+        await _pump(resp, ctx, first, rest, redactor)
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The client went away: closing the generator closes the upstream connection.
+        ctx.status = 499
+        ctx.error = "client_disconnected"
+        raise
+    finally:
+        await rest.aclose()
+    return resp
+
+
+async def _pump(
+    resp: web.StreamResponse,
+    ctx: RequestContext,
+    first: Chunk,
+    rest: AsyncIterator[Chunk],
+    redactor: Any,
+) -> None:
+    """Forward chunks as they arrive; end with [DONE], or with an error event on failure."""
+    chunk: Chunk | None = first
+    try:
+        while chunk is not None:
+            obj = chunk.obj
+            if obj.get("usage"):
+                ctx.usage = obj["usage"]
+            if redactor is not None and redactor.process(obj):
+                chunk.raw = None
+            await resp.write(sse.encode(chunk.encode()))
+            chunk = await anext(rest, None)
+        if redactor is not None:
+            tail = redactor.finish()
+            if tail:
+                tail_chunk = {**first.obj, "choices": [{"index": 0, "delta": {"content": tail}}]}
+                tail_chunk.pop("usage", None)
+                await resp.write(sse.encode(orjson.dumps(tail_chunk)))
+    except GatewayError as err:
+        # Content may already be on the wire: never close cleanly with [DONE] after this.
+        ctx.status = err.status
+        ctx.error = err.code or err.type
+        await resp.write(sse.encode(orjson.dumps(err.envelope())))
+        await resp.write_eof()
+        return
+    await resp.write(sse.DONE)
+    await resp.write_eof()
+
+
+__all__ = ["UpstreamError", "chat_completions", "new_context", "read_json", "timing_headers"]
