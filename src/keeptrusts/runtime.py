@@ -17,6 +17,8 @@ import aiohttp
 from keeptrusts import __version__
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
+from keeptrusts.identity.auth import Authenticator
+from keeptrusts.identity.keys import KeyStore
 from keeptrusts.policies import registry as policy_registry
 from keeptrusts.policies.base import PolicyEnv
 from keeptrusts.policies.chain import Chain
@@ -49,6 +51,8 @@ class Gateway:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kt-policy")
         self.env = PolicyEnv(state_dir=settings.state_dir, executor=self.executor)
         self.chain = build_chain(config, self.env, fail_mode=settings.fail_mode)
+        self.keys = KeyStore(settings.state_dir)
+        self.auth = Authenticator(self.keys)
         self.router: Router | None = None
         self.audit: Any = None
 
@@ -72,9 +76,11 @@ class Gateway:
         if self.http is not None:
             await self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.keys.close()
 
-    async def authenticate(self, ctx: RequestContext) -> None:
-        """Resolve who is calling (gateway keys land with the identity module)."""
+    def authenticate(self, ctx: RequestContext) -> None:
+        """Resolve who is calling from a gateway key; 401 for an unknown or revoked key."""
+        self.auth.authenticate(ctx)
 
     def finish(self, ctx: RequestContext) -> None:
         """Account for a finished request and hand its record to the audit sink."""

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from keeptrusts import __version__
-from keeptrusts.cli import gateway, lint
+from keeptrusts.cli import gateway, keys, lint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     gateway.add_commands(groups)
     lint.add_commands(groups)
+    keys.add_commands(groups)
     return parser
 
 

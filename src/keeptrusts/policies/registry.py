@@ -12,7 +12,11 @@ if TYPE_CHECKING:
 POLICIES: dict[str, type[Policy]] = {}
 
 # Importing these modules registers the built-in policies.
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "keeptrusts.policies.audit_logger",
+    "keeptrusts.policies.dlp_filter",
+    "keeptrusts.policies.rbac",
+)
 
 # Policy kinds of the Keeptrusts catalog. A chain naming one that is not implemented here
 # refuses to start rather than pass requests unchecked.

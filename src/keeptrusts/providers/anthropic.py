@@ -64,12 +64,12 @@ class AnthropicProvider(HttpProvider):
             "x-request-id": call.request_id,
         }
         headers.update(_auth_headers(call))
-        headers.update(t.headers)
-        body = to_anthropic(
-            call.body,
-            model=t.model,
-            default_max_tokens=int(t.extra.get("max_tokens", DEFAULT_MAX_TOKENS)),
-        )
+        headers.update({k.lower(): v for k, v in t.headers.items()})
+        # Anthropic requires max_tokens; a target may set its own default in ``extra``.
+        default = t.extra.get("max_tokens")
+        if not isinstance(default, int) or default <= 0:
+            default = DEFAULT_MAX_TOKENS
+        body = to_anthropic(call.body, model=t.model, default_max_tokens=default)
         if call.stream:
             body["stream"] = True
         return UpstreamRequest(messages_url(t.base_url), headers, orjson.dumps(body))

@@ -1,0 +1,115 @@
+"""Turn a finished ``RequestContext`` into its audit event (a plain JSON-able dict).
+
+Events never hold raw prompt text, matched values or keys: only names, verdicts, counts,
+scores and timings. The hash chain fields (``seq``, ``chain_id``, ``prev_hash``, ``hash``)
+are added by the store when the event is written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from keeptrusts.config.model import Pack
+from keeptrusts.context import RequestContext
+
+_POLICY_STATUSES = {403, 409}
+
+
+def new_event_id() -> str:
+    """A time-ordered id: 48-bit milliseconds then 80 random bits, like UUIDv7."""
+    ms = int(time.time() * 1000)
+    return f"evt_{ms:012x}{os.urandom(10).hex()}"
+
+
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
+    """Return (verdict, reason_code, deciding policy)."""
+    results = ctx.policy_results
+    for r in results:
+        if r.verdict == "block":
+            return "block", r.reason_code or "policy_blocked", r.name
+    if ctx.status >= 400:
+        return "error", ctx.error or f"http_{ctx.status}", None
+    for r in results:
+        if r.verdict == "error":
+            return "error", "policy_error", r.name
+    for r in results:
+        if r.verdict == "redact":
+            return "redact", r.reason_code or "redacted", r.name
+    for r in results:
+        if r.verdict == "log":
+            return "allow", r.reason_code or "flagged", r.name
+    return "allow", "all_policies_passed", None
+
+
+def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
+    verdict, reason_code, policy = _verdict(ctx)
+    ident = ctx.identity
+    target = ctx.target
+    usage = ctx.usage or {}
+    return {
+        "id": new_event_id(),
+        "timestamp": iso_utc(ctx.timestamp),
+        "event_type": "decision",
+        "request_id": ctx.request_id,
+        "endpoint": ctx.endpoint,
+        "verdict": verdict,
+        "reason_code": reason_code,
+        "policy": policy,
+        "status": ctx.status,
+        "model": ctx.model,
+        "target_id": target.id if target else None,
+        "provider": target.provider if target else None,
+        "stream": ctx.stream,
+        "identity": {
+            "key_id": ident.key_id,
+            "key_name": ident.name,
+            "role": ident.role,
+            "user_id": ident.user_id,
+            "org_id": ident.org_id,
+            "source": ident.source,
+        },
+        "policy_results": [
+            {
+                "name": r.name,
+                "phase": r.phase,
+                "verdict": r.verdict,
+                "reason": r.reason,
+                "reason_code": r.reason_code,
+                "latency_ms": r.latency_ms,
+                "findings": r.findings,
+                **({"score": r.score} if r.score is not None else {}),
+            }
+            for r in ctx.policy_results
+        ],
+        "redactions": sum(
+            sum(r.findings.values()) for r in ctx.policy_results if r.verdict == "redact"
+        ),
+        "attempts": [
+            {
+                "target_id": a.target_id,
+                "provider": a.provider,
+                "outcome": a.outcome,
+                "status": a.status,
+                "latency_ms": a.latency_ms,
+            }
+            for a in ctx.attempts
+        ],
+        "usage": {
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "total_tokens": usage.get("total_tokens"),
+        },
+        "latency_ms": round(ctx.elapsed_ms(), 3),
+        "overhead_ms": round(ctx.overhead_ms(), 3),
+        "policy_ms": round(ctx.policy_ms, 3),
+        "upstream_ms": round(ctx.upstream_ms, 3),
+        "pack": {"name": pack.name, "version": pack.version},
+        "error": ctx.error,
+    }

@@ -1,0 +1,400 @@
+"""PERSON: a name lexicon, cue words and a tiny logistic-regression span scorer. No NER model.
+
+How it works:
+
+1. Words are looked up in a lexicon of first and last names (``data/names.json``: popularity
+   buckets for ~130k first and ~180k last names from 105 countries, and a list of common English
+   words; see ``scripts/pii_build_names.py`` for the sources and their licences).
+2. Consecutive name-like words (known names; unknown capitalised words; initials; particles
+   such as "van der" or "bin") form a *run*; runs break at punctuation, line breaks and at a
+   change between lower case and capitalised words. Stop-listed words (tools, products,
+   companies, places, months; ``person_words.py``) never join a run.
+3. Each run, and the run trimmed of unknown words at either end, is scored by a logistic
+   regression over ~100 binary features: lexicon buckets of the first and last word, case
+   pattern, common-word share, the words before (titles such as "Dr.", cues such as "my name
+   is", "regards", "ask", or "the"/"using"/"in") and after ("said", "'s" versus "Station",
+   "pipeline", "Inc", a version number). The best variant is reported with its probability as
+   the score.
+
+The weights (``data/person_model.json``) are trained by ``scripts/pii_train_person.py`` on
+synthetic sentences built from its own templates, names from the lexicon's source and its own
+negative vocabulary; the evaluation in ``scripts/eval_pii.py`` uses different templates, Faker
+names and separately written hard negatives.
+
+Scope: Latin-script names (including romanised Chinese, Japanese, Arabic and Indian names).
+Names written in other scripts (CJK, Arabic, Devanagari, Cyrillic) are not detected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from dataclasses import dataclass
+from importlib import resources
+
+from keeptrusts.detectors.base import Finding
+from keeptrusts.detectors.pii import person_words as W
+from keeptrusts.detectors.pii.recognizer import Recognizer
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_SIMPLE_GAP = re.compile(r"[ \t]{1,3}")
+_INITIAL_GAP = re.compile(r"\.[ \t]{0,3}")
+_SENT_END = re.compile(r"[.!?\n]\W*$")
+_CUE_RX = re.compile(
+    r"(?:^|[^\w'])(?:"
+    + "|".join(re.escape(c) for c in sorted(W.STRONG_CUES, key=len, reverse=True))
+    + r")[\s,:\-]*$"
+)
+_GLUE = set("/_@#=\\.:+")
+
+# token kinds
+CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
+
+
+@dataclass(slots=True)
+class Token:
+    start: int
+    end: int  # excludes a possessive 's
+    key: str  # lower-cased, possessive stripped
+    shape: str  # "T" title, "U" upper, "L" lower, "I" initial, "M" mixed
+    fb: int  # first-name popularity bucket 0..5
+    lb: int  # last-name popularity bucket 0..5
+    common: bool
+    kind: int  # 0 = not name-like
+    possessive: bool
+
+
+class Lexicon:
+    """Immutable name and common-word tables, loaded once per process."""
+
+    def __init__(self, doc: dict) -> None:
+        names: dict[str, int] = {}
+        for field, shift in (("first", 3), ("last", 0)):
+            for idx, blob in enumerate(doc[field]):
+                b = idx + 1
+                for name in blob.split():
+                    cur = names.get(name, 0)
+                    if ((cur >> shift) & 7) < b:
+                        names[name] = (cur & ~(7 << shift)) | (b << shift)
+        self.names = names
+        self.common = frozenset(doc["common"].split())
+
+    def buckets(self, key: str) -> tuple[int, int]:
+        v = self.names.get(key)
+        if v is None and "-" in key:  # "jean-pierre", "al-rashid", "smith-jones"
+            fb = lb = 0
+            for part in key.split("-"):
+                if part in W.PARTICLES:
+                    continue
+                pv = self.names.get(part)
+                if pv is None:
+                    return 0, 0
+                fb, lb = max(fb, pv >> 3), max(lb, pv & 7)
+            return fb, lb
+        return (v >> 3, v & 7) if v else (0, 0)
+
+
+_LOCK = threading.Lock()
+_LEXICON: Lexicon | None = None
+_MODEL: dict | None = None
+
+
+def _data(name: str) -> dict:
+    ref = resources.files("keeptrusts.detectors.pii").joinpath("data", name)
+    return json.loads(ref.read_text(encoding="utf-8"))
+
+
+def load_lexicon() -> Lexicon:
+    global _LEXICON
+    if _LEXICON is None:
+        with _LOCK:
+            if _LEXICON is None:
+                _LEXICON = Lexicon(_data("names.json"))
+    return _LEXICON
+
+
+def load_model() -> dict:
+    global _MODEL
+    if _MODEL is None:
+        with _LOCK:
+            if _MODEL is None:
+                _MODEL = _data("person_model.json")
+    return _MODEL
+
+
+def _shape(word: str) -> str:
+    if len(word) == 1:
+        return "I" if word.isupper() else "L"
+    if word.islower():
+        return "L"
+    if word.isupper():
+        return "U"
+    if word[0].isupper():
+        return "T"
+    return "M"
+
+
+def tokenize(text: str, lex: Lexicon) -> list[Token]:
+    toks = []
+    names = lex.names
+    common = lex.common
+    for m in _WORD.finditer(text):
+        start, end = m.span()
+        word = m.group()
+        possessive = False
+        if len(word) > 3 and word[-2] in "'’" and word[-1] in "sS":
+            word = word[:-2]
+            end -= 2
+            possessive = True
+        key = word.lower()
+        shape = _shape(word)
+        if key in names or "-" in key:
+            fb, lb = lex.buckets(key)
+        else:
+            fb = lb = 0
+        is_common = key in common or key in W.FUNCTION_WORDS
+        kind = 0
+        if key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
+            kind = 0
+        elif key in W.PARTICLES and shape in "LT":
+            kind = PART
+        elif len(word) == 1:
+            if shape == "I" or text[end : end + 1] == ".":
+                kind = INIT
+        elif fb or lb:
+            kind = WEAK if (is_common and shape == "L") else CORE
+        elif not is_common and len(word) > 1 and shape != "M":
+            kind = UNK
+        elif shape == "M" and (fb or lb):
+            kind = CORE
+        toks.append(Token(start, end, key, shape, fb, lb, is_common, kind, possessive))
+    return toks
+
+
+def _family(t: Token) -> str:
+    if t.kind in (PART, INIT):
+        return ""
+    return "L" if t.shape == "L" else "C"
+
+
+def _joinable(text: str, a: Token, b: Token) -> bool:
+    """Can ``b`` continue a run that ends with ``a``? Same case family, a plain gap."""
+    if a.possessive:
+        return False
+    gap = text[a.end : b.start]
+    if not _SIMPLE_GAP.fullmatch(gap) and not (a.kind == INIT and _INITIAL_GAP.fullmatch(gap)):
+        return False
+    fa, fb = _family(a), _family(b)
+    return not fa or not fb or fa == fb
+
+
+def runs(text: str, toks: list[Token]) -> list[tuple[int, int]]:
+    """Maximal runs of name-like tokens: (first index, last index), inclusive."""
+    out: list[tuple[int, int]] = []
+    i, n = 0, len(toks)
+    while i < n:
+        if not toks[i].kind:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and toks[j + 1].kind and _joinable(text, toks[j], toks[j + 1]):
+            j += 1
+        a, b = i, j
+        while a <= b and toks[a].kind == PART:
+            if toks[a].shape == "T" and b > a:
+                break
+            a += 1
+        while b >= a and toks[b].kind == PART:
+            b -= 1
+        if a <= b:
+            out.append((a, b))
+        i = j + 1
+    return out
+
+
+def _prev_word(text: str, toks: list[Token], a: int) -> tuple[str, str]:
+    """The word before token ``a`` and the text between them."""
+    if a == 0:
+        return "", text[: toks[0].start]
+    p = toks[a - 1]
+    return p.key, text[p.end : toks[a].start]
+
+
+def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
+    span = toks[a : b + 1]
+    n = len(span)
+    first, last = span[0], span[-1]
+    f = [f"n{min(n, 4)}"]
+    core = [t for t in span if t.kind == CORE]
+    weak = [t for t in span if t.kind == WEAK]
+    unk = [t for t in span if t.kind == UNK]
+    inits = [t for t in span if t.kind == INIT]
+    if n == 1:
+        f += [f"s_fb{first.fb}", f"s_lb{first.lb}"]
+        if first.common:
+            f.append("s_common")
+    else:
+        f += [f"m_fb{first.fb}", f"m_lb{last.lb}"]
+        rest_fb = max(t.fb for t in span[1:])
+        f.append(f"m_restfb{min(rest_fb, 3)}")
+        f.append(f"m_firstlb{min(first.lb, 3)}")
+        if first.common:
+            f.append("m_first_common")
+        if last.common:
+            f.append("m_last_common")
+        f.append(f"m_ncore{min(len(core), 3)}")
+    if unk:
+        f.append(f"unk{min(len(unk), 2)}")
+        if unk[0] is first:
+            f.append("unk_first")
+        if unk[-1] is last:
+            f.append("unk_last")
+    if weak:
+        f.append(f"weak{min(len(weak), 2)}")
+    if inits:
+        f.append("init")
+        if last.kind == INIT:
+            f.append("init_last")
+    if any(t.kind == PART for t in span):
+        f.append("particle")
+    if any("-" in t.key for t in span):
+        f.append("hyphen")
+    if any(t.key in W.AMBIGUOUS for t in span):
+        f.append("amb1" if n == 1 else "amb_multi")
+    shapes = {t.shape for t in span if t.kind not in (PART, INIT)}
+    if shapes == {"L"}:
+        case = "lower"
+    elif shapes <= {"T"}:
+        case = "title"
+    elif shapes == {"U"}:
+        case = "upper"
+    else:
+        case = "mixed"
+    f.append(f"case_{case}")
+    if n == 1 and first.shape == "T" and first.fb == 0 and first.lb == 0:
+        f.append("s_title_unknown")
+
+    # left context
+    prev, gap = _prev_word(text, toks, a)
+    window = text[max(0, first.start - 28) : first.start].lower()
+    left = "none"
+    if prev in W.TITLES and gap.strip() in ("", "."):
+        left = "title"
+    elif _CUE_RX.search(window):
+        left = "strong"
+    elif a == 0 and not gap.strip() or _SENT_END.search(text[: first.start][-6:] or "\n"):
+        left = "sent"
+    elif prev in W.NEGATIVE_PRECEDERS and not gap.strip():
+        left = "neg"
+    elif prev in W.LOCATION_PRECEDERS and not gap.strip():
+        left = "loc"
+    elif prev in W.WEAK_CUES and gap.strip() in ("", ":"):
+        left = "weak"
+    elif ":" in gap:
+        left = "colon"
+    elif "," in gap or "(" in gap:
+        left = "comma"
+    f.append(f"L_{left}")
+    f.append(f"L_{left}_{case}")
+    f.append(f"L_{left}_n{min(n, 2)}")
+    if n == 1:
+        f.append(f"L_{left}_s_fb{min(first.fb, 5) // 2}")
+    before = text[first.start - 1] if first.start else " "
+    after = text[last.end] if last.end < len(text) else " "
+    if before in _GLUE or after in _GLUE and not (
+        after in ".:" and (last.end + 1 >= len(text) or text[last.end + 1].isspace())
+    ):
+        f.append("glued")
+    if before.isdigit() or after.isdigit():
+        f.append("glued")
+
+    # right context
+    if last.possessive:
+        f.append("R_poss")
+    else:
+        rest = text[last.end : last.end + 24]
+        m = _WORD.match(rest.lstrip(" \t"))
+        nxt = m.group().lower() if m else ""
+        between = rest[: len(rest) - len(rest.lstrip(" \t"))]
+        stripped = rest.lstrip(" \t")
+        right = "none"
+        if stripped[:1].isdigit() or stripped[:2].lower() in ("v1", "v2", "v3", "v4"):
+            right = "num"
+        elif m and m.start() == 0 and nxt in W.THING_FOLLOWERS:
+            right = "thing"
+        elif m and m.start() == 0 and nxt in W.STOPLIST:
+            right = "thing"
+        elif m and m.start() == 0 and nxt in W.PERSON_FOLLOWERS:
+            right = "person"
+        elif stripped[:1] in (",", ";", ")"):
+            right = "comma"
+        elif stripped[:1] in ("(", "<", "[") or stripped[:1] == "-" and "@" in rest:
+            right = "paren"
+        elif stripped[:1] in (".", "!", "?", "\n") or not stripped:
+            right = "end"
+        elif stripped[:1] == ":":
+            right = "colon"
+        elif not between and m is None:
+            right = "other"
+        f.append(f"R_{right}")
+        f.append(f"R_{right}_n{min(n, 2)}")
+    return f
+
+
+def variants(toks: list[Token], a: int, b: int) -> list[tuple[int, int]]:
+    """The run and the run trimmed of unknown/weak/particle words at its ends."""
+    out = [(a, b)]
+    x, y = a, b
+    while x < y and toks[x].kind in (UNK, WEAK, PART, INIT):
+        x += 1
+    while y > x and toks[y].kind in (UNK, WEAK, PART):
+        y -= 1
+    if (x, y) != (a, b):
+        out.append((x, y))
+    if b - a + 1 > 4:  # long run: also try the first and last two words
+        out.append((a, a + 1))
+        out.append((b - 1, b))
+    return out
+
+
+class PersonRecognizer(Recognizer):
+    entity = "PERSON"
+    name = "person"
+
+    def __init__(self, lexicon: Lexicon | None = None, model: dict | None = None) -> None:
+        self.lexicon = lexicon or load_lexicon()
+        m = model or load_model()
+        self.weights: dict[str, float] = m["weights"]
+        self.bias: float = m["bias"]
+
+    def score(self, feats: list[str]) -> float:
+        w = self.weights
+        z = self.bias + sum(w.get(f, 0.0) for f in feats)
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def candidates(self, text: str) -> list[tuple[int, int, float, list[str]]]:
+        """Every scored variant of every run: (start, end, score, features)."""
+        toks = tokenize(text, self.lexicon)
+        out = []
+        for a, b in runs(text, toks):
+            for x, y in variants(toks, a, b):
+                feats = features(text, toks, x, y)
+                out.append((toks[x].start, toks[y].end, self.score(feats), feats))
+        return out
+
+    def analyze(self, text: str) -> list[Finding]:
+        toks = tokenize(text, self.lexicon)
+        out = []
+        for a, b in runs(text, toks):
+            best: tuple[float, int, int] | None = None
+            for x, y in variants(toks, a, b):
+                if not any(t.kind in (CORE, WEAK, UNK) for t in toks[x : y + 1]):
+                    continue
+                s = self.score(features(text, toks, x, y))
+                if best is None or s > best[0]:
+                    best = (s, toks[x].start, toks[y].end)
+            if best is not None:
+                out.append(Finding(self.entity, best[1], best[2], best[0], self.name))
+        return out

@@ -1,0 +1,119 @@
+"""PHONE_NUMBER: a cheap candidate regex, then libphonenumber (``phonenumbers``) validation.
+
+Numbers with a country code (``+44 …``, ``0044 …``) are parsed as international. Other candidates
+are tried against each region in ``REGIONS`` and accepted for the first region in which
+libphonenumber calls them valid. A number libphonenumber only calls *possible* (right length,
+unassigned range, e.g. the UK's drama numbers) scores below the default threshold unless it has a
+country code or a context word such as "call" or "phone".
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import NumberParseException
+
+from keeptrusts.detectors.base import Finding
+from keeptrusts.detectors.pii.recognizer import Recognizer
+
+# US, Canada, UK, Germany, France, Spain, Italy, Netherlands, India, Brazil, Poland, Australia,
+# plus a few large neighbours whose national formats are common in European and Indian text.
+REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "BR", "PL", "AU", "CA",
+           "IE", "BE", "AT", "CH", "PT", "MX")  # fmt: skip
+
+_CANDIDATE = re.compile(
+    r"(?<![\w+/@.\-])"
+    r"(?:\+|00)?\(?\d[\d \t().\-/]{5,24}\d"
+    r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
+    r"(?![\w@]|[.\-/]\d)",
+    re.IGNORECASE,
+)
+_EXTENSION = re.compile(r"[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6}$", re.IGNORECASE)
+_REJECT = (
+    re.compile(r"^\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}$"),  # dates: 2024-06-15, 15.06.2024, 6/15/24
+    re.compile(r"^(?:19|20)\d\d[ \-]*(?:19|20)\d\d$"),  # year ranges
+    re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$"),  # IPv4 / version quads
+    re.compile(r"^\d{3}-\d{2}-\d{4}$"),  # SSN shape
+    re.compile(r"^\d+(?:\.\d+){1,2}$"),  # versions and decimals: 1.9.20, 3.14159
+    re.compile(r"^\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,7}$"),  # card-like groups of four
+)
+
+
+class PhoneRecognizer(Recognizer):
+    entity = "PHONE_NUMBER"
+    name = "phone"
+    context = ("phone", "call", "tel", "telephone", "mobile", "cell", "cellphone", "whatsapp",
+               "sms", "text", "fax", "ring", "reach", "dial", "number", "contact", "landline",
+               "hotline", "handy", "telefon", "tél", "téléphone", "telefono", "móvil", "ph")  # fmt: skip
+    negative_context = ("order", "invoice", "ticket", "id", "account", "acct", "ref", "reference",
+                        "serial", "sku", "version", "build", "tracking", "iban", "card", "ssn",
+                        "isbn", "po", "pin", "otp", "code", "zip", "postcode", "amount",
+                        "total", "balance", "case", "issue", "pr", "commit")  # fmt: skip
+    context_boost = 0.3
+
+    SCORE_INTERNATIONAL = 0.85
+    SCORE_NATIONAL_FORMATTED = 0.7
+    SCORE_NATIONAL_BARE = 0.5
+    SCORE_POSSIBLE_INTERNATIONAL = 0.5
+    SCORE_POSSIBLE_NATIONAL = 0.3
+
+    def __init__(self, regions: tuple[str, ...] = REGIONS) -> None:
+        self.regions = tuple(regions)
+        # load libphonenumber's per-region metadata now, not lazily on a request thread
+        for region in self.regions:
+            phonenumbers.PhoneMetadata.metadata_for_region(region)
+            try:
+                phonenumbers.parse("0", region)
+            except NumberParseException:
+                pass
+
+    def _parse(self, cand: str) -> tuple[float, bool] | None:
+        international = cand.startswith(("+", "00"))
+        if international:
+            value = "+" + cand[2:] if cand.startswith("00") else cand
+            value = value.replace("(0)", "")
+            try:
+                num = phonenumbers.parse(value, None)
+            except NumberParseException:
+                return None
+            if phonenumbers.is_valid_number(num):
+                return self.SCORE_INTERNATIONAL, True
+            if phonenumbers.is_possible_number(num):
+                return self.SCORE_POSSIBLE_INTERNATIONAL, False
+            return None
+        formatted = not cand.isdigit()
+        possible = False
+        for region in self.regions:
+            try:
+                num = phonenumbers.parse(cand, region)
+            except NumberParseException:
+                continue
+            if phonenumbers.is_valid_number_for_region(num, region):
+                return (
+                    self.SCORE_NATIONAL_FORMATTED if formatted else self.SCORE_NATIONAL_BARE
+                ), True
+            possible = possible or phonenumbers.is_possible_number(num)
+        if possible and formatted:
+            return self.SCORE_POSSIBLE_NATIONAL, False
+        return None
+
+    def analyze(self, text: str) -> list[Finding]:
+        out = []
+        for m in _CANDIDATE.finditer(text):
+            start, end = m.span()
+            cand = m.group()
+            body = _EXTENSION.sub("", cand)
+            digits = sum(ch.isdigit() for ch in body)
+            if not 7 <= digits <= 15 or "\n" in cand or "  " in body:
+                continue
+            if body.count("(") != body.count(")") or any(rx.match(body) for rx in _REJECT):
+                continue
+            if body.count("/") > 1:
+                continue
+            parsed = self._parse(body)
+            if parsed is None:
+                continue
+            if end > start:
+                out.append(Finding(self.entity, start, end, parsed[0], self.name))
+        return out
