@@ -44,7 +44,11 @@ policies:
     [
         ("openai:chat:gpt-4o", "openai", "gpt-4o"),
         ("openai:chat:ft:gpt-4.1-mini:org:abc", "openai", "ft:gpt-4.1-mini:org:abc"),
-        ("anthropic:messages:claude-3-5-sonnet-20241022", "anthropic", "claude-3-5-sonnet-20241022"),
+        (
+            "anthropic:messages:claude-3-5-sonnet-20241022",
+            "anthropic",
+            "claude-3-5-sonnet-20241022",
+        ),
         ("openai/gpt-4o", "openai", "gpt-4o"),
         ("openai:gpt-4o", "openai", "gpt-4o"),
         ("openai:chat", "openai", None),
@@ -66,7 +70,11 @@ def test_seed_configs_load_unchanged(name: str) -> None:
 
 
 def test_canonical_shape_with_model_field(tmp_path: Path) -> None:
-    f = write(tmp_path, "c.yaml", MINIMAL.replace("openai:chat:gpt-4o", "openai\n      model: gpt-4o-mini"))
+    f = write(
+        tmp_path,
+        "c.yaml",
+        MINIMAL.replace("openai:chat:gpt-4o", "openai\n      model: gpt-4o-mini"),
+    )
     config, _ = load_config([f], env={})
     assert config is not None
     assert config.targets[0].model == "gpt-4o-mini"
@@ -79,7 +87,9 @@ def test_overlay_merges_targets_by_id(tmp_path: Path) -> None:
         "o.yaml",
         "providers:\n  targets:\n    - id: anthropic-sonnet\n      base_url: http://127.0.0.1:9/\n",
     )
-    config, problems = load_config([EXAMPLES / "pattern-b-policy-config.yaml", overlay], env=FAKE_KEYS)
+    config, problems = load_config(
+        [EXAMPLES / "pattern-b-policy-config.yaml", overlay], env=FAKE_KEYS
+    )
     assert config is not None, problems
     by_id = {t.id: t for t in config.targets}
     assert len(by_id) == 4
@@ -89,7 +99,11 @@ def test_overlay_merges_targets_by_id(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_file_line_path_and_suggests(tmp_path: Path) -> None:
-    f = write(tmp_path, "bad.yaml", MINIMAL.replace("      provider:", "      providr: x\n      provider:"))
+    f = write(
+        tmp_path,
+        "bad.yaml",
+        MINIMAL.replace("      provider:", "      providr: x\n      provider:"),
+    )
     config, problems = load_config([f], env={})
     assert config is None
     err = next(p for p in problems if p.severity == "error")

@@ -46,10 +46,16 @@ async def read_json(request: web.Request, limit: int) -> Any:
         ) from exc
 
 
-def new_context(request: web.Request, endpoint: str, body: dict[str, Any]) -> RequestContext:
-    rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+def request_id(request: web.Request) -> str:
+    """The client's ``x-request-id`` (bounded), or a new one."""
+    return (request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}")[:128]
+
+
+def new_context(
+    request: web.Request, endpoint: str, body: dict[str, Any], rid: str
+) -> RequestContext:
     return RequestContext(
-        request_id=rid[:128],
+        request_id=rid,
         endpoint=endpoint,
         body=body,
         model=body.get("model", ""),
@@ -70,10 +76,11 @@ def timing_headers(ctx: RequestContext) -> dict[str, str]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gw: Gateway = request.app["gateway"]
     ctx: RequestContext | None = None
+    rid = request_id(request)
     try:
         body = await read_json(request, gw.settings.max_body_bytes)
         check_chat_request(body)
-        ctx = new_context(request, "chat.completions", body)
+        ctx = new_context(request, "chat.completions", body, rid)
         gw.authenticate(ctx)
         ctx.route = gw.router.resolve(ctx.model)
         await gw.chain.run_input(ctx)
@@ -85,7 +92,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return json_response(result, headers=timing_headers(ctx))
     except GatewayError as err:
         if ctx is None:
-            return error_response(err, request_id=request.headers.get("x-request-id"))
+            return error_response(err, request_id=rid)
         ctx.status = err.status
         ctx.error = err.code or err.type
         return error_response(err, request_id=ctx.request_id, extra_headers=timing_headers(ctx))

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Evaluate the prompt-injection detector (``keeptrusts.detectors.injection``).
+
+Prints precision, recall, F1 and false-positive rate (share of benign rows flagged)
+at several thresholds for:
+
+* ``dev.jsonl`` and the 15 % dev split of ``extra/*.jsonl`` (in-distribution);
+* any labelled JSONL file given with ``--file`` (fields ``text`` and ``label``);
+* ``--lso``: leave-source-out. For each fold, the whole training pipeline
+  (augmentation included) is re-run without the fold's sources, and the model is
+  tested on every row of those sources (train, dev and extra). Related sources are
+  held out together (spikee-compose, spikee and pyrit share payloads), so these
+  numbers estimate accuracy on sources never seen in training. Slow: ~30 s a fold.
+
+It also times ``score()`` on ~50-word and ~1,000-word prompts (median and p95).
+
+Scoring uses the full detector (normalisation, decoding, windows, patterns). The
+shipped artifact is used for dev/--file; LSO folds use freshly trained weights,
+quantised to float16 like the artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_injection as tr  # noqa: E402
+
+from keeptrusts.detectors.injection import InjectionDetector  # noqa: E402
+from keeptrusts.detectors.injection.features import HashingFeaturizer  # noqa: E402
+
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9)
+
+LSO_FOLDS: dict[str, frozenset[str]] = {
+    "s-labs": frozenset({"s-labs"}),
+    "neuralchemy": frozenset({"neuralchemy:neuralchemy_v1", "neuralchemy:other"}),
+    "hackaprompt": frozenset({"neuralchemy:hackaprompt"}),
+    "yanismiraoui": frozenset({"yanismiraoui"}),
+    "verazuo-jailbreak": frozenset({"verazuo-jailbreak"}),
+    "spikee+pyrit": frozenset(
+        {
+            "spikee-compose",
+            "spikee:jailbreak+instruction",
+            "spikee:investment-advice-fp",
+            "pyrit:jailbreak-templates",
+        }
+    ),
+    "bastion+inspect+giskard": frozenset(
+        {"bastioncorpus", "inspect-evals:ipi_coding_agent", "giskard"}
+    ),
+    "awesome-chatgpt-prompts": frozenset(
+        {"awesome-chatgpt-prompts", "awesome-chatgpt-prompts-zh"}
+    ),
+    "arena+healthbench+ifeval": frozenset({"arena-hard-v2.0", "healthbench", "ifeval"}),
+    "qa:mlqa+xquad+jglue+tatoeba": frozenset({"mlqa", "xquad", "jglue", "tatoeba"}),
+    "chat:chatterbot+fastchat": frozenset({"chatterbot-corpus", "fastchat"}),
+}
+
+
+def metrics(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, float]:
+    pred = s >= thr
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    nan = float("nan")
+    p = tp / (tp + fp) if tp + fp else nan
+    r = tp / (tp + fn) if tp + fn else nan
+    f1 = 2 * p * r / (p + r) if tp else (0.0 if tp + fn else nan)
+    fpr = fp / (fp + tn) if fp + tn else nan
+    return {"P": p, "R": r, "F1": f1, "FPR": fpr}
+
+
+def auc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y == 1], s[y == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _fmt(x: float) -> str:
+    return "  -  " if x != x else f"{x:.3f}"
+
+
+def report(name: str, y: np.ndarray, s: np.ndarray) -> None:
+    npos, nneg = int((y == 1).sum()), int((y == 0).sum())
+    print(f"\n{name}: {len(y)} rows ({npos} injection, {nneg} benign), AUC {_fmt(auc(y, s))}")
+    print("  thr     P      R      F1     FPR")
+    for t in THRESHOLDS:
+        m = metrics(y, s, t)
+        print(f"  {t:.1f}  {_fmt(m['P'])}  {_fmt(m['R'])}  {_fmt(m['F1'])}  {_fmt(m['FPR'])}")
+
+
+def score_rows(det: InjectionDetector, texts: list[str]) -> np.ndarray:
+    return np.array([det.score(t) for t in texts], dtype=np.float64)
+
+
+def load_jsonl(path: Path) -> tuple[list[str], np.ndarray]:
+    rows = tr._read_jsonl(path)
+    return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
+
+
+def timing(det: InjectionDetector, data: Path) -> None:
+    """Median / p95 latency of ``score()`` for ~50 and ~1,000 English words."""
+    words: list[str] = []
+    path = data / "extra" / "benign-extra.jsonl"
+    if path.exists():
+        for r in tr._read_jsonl(path):
+            if r.get("lang") == "en" and len(r["text"]) > 2000:
+                words += r["text"].split()
+            if len(words) > 1200:
+                break
+    if len(words) < 1000:
+        words = ("The quick brown fox jumps over the lazy dog near the river bank. " * 120).split()
+    print("\ntiming of score() (single thread, normalisation + decoding + model + patterns):")
+    for n, reps in ((50, 400), (1000, 100)):
+        text = " ".join(words[:n])
+        det.score(text)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            det.score(text)
+            ts.append((time.perf_counter() - t0) * 1000)
+        ts.sort()
+        p95 = ts[int(0.95 * len(ts)) - 1]
+        print(f"  {n:5d} words ({len(text)} chars): median {statistics.median(ts):.2f} ms, p95 {p95:.2f} ms")
+
+
+def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], folds, args) -> None:
+    everything = train + dev + dev_extra
+    fz = HashingFeaturizer(n_bits=args.bits)
+    all_y: list[np.ndarray] = []
+    all_s: list[np.ndarray] = []
+    summary: list[tuple[str, dict, dict, int, int]] = []
+    for name in folds:
+        groups = LSO_FOLDS[name]
+        print(f"\n[LSO] training without {name} ...", file=sys.stderr)
+        rows = tr.build_training_set(train, exclude=groups)
+        coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed)
+        det = InjectionDetector(coef.astype(np.float16).astype(np.float32), intercept, fz)
+        test = [r for r in everything if r.group in groups]
+        y = np.array([r.label for r in test])
+        s = score_rows(det, [r.text for r in test])
+        report(f"LSO fold '{name}' (held out: {', '.join(sorted(groups))})", y, s)
+        all_y.append(y)
+        all_s.append(s)
+        m8 = metrics(y, s, 0.8)
+        m5 = metrics(y, s, 0.5)
+        summary.append((name, m5, m8, int((y == 1).sum()), int((y == 0).sum())))
+    y, s = np.concatenate(all_y), np.concatenate(all_s)
+    report("LSO pooled (every held-out row, each scored by the model that never saw its source)", y, s)
+    print("\nLSO summary at thresholds 0.5 | 0.8  (R = recall on injections, FPR on benign rows)")
+    print(f"  {'fold':30s} {'n_inj':>6s} {'n_ben':>6s}   R@.5   FPR@.5 |  R@.8   FPR@.8")
+    for name, m5, m8, npos, nneg in summary:
+        print(
+            f"  {name:30s} {npos:6d} {nneg:6d}   {_fmt(m5['R'])}  {_fmt(m5['FPR'])} |"
+            f"  {_fmt(m8['R'])}  {_fmt(m8['FPR'])}"
+        )
+    rec = [m8["R"] for _, _, m8, npos, _ in summary if npos]
+    fpr = [m8["FPR"] for _, _, m8, _, nneg in summary if nneg]
+    print(
+        f"  macro mean over folds @0.8: recall {np.mean(rec):.3f} ({len(rec)} folds),"
+        f" FPR {np.mean(fpr):.3f} ({len(fpr)} folds)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", type=Path, default=tr.DEFAULT_DATA, help="prompt-injection data folder")
+    ap.add_argument("--model", type=Path, default=None, help="artifact (default: shipped model)")
+    ap.add_argument("--file", type=Path, action="append", default=[], help="labelled JSONL to score")
+    ap.add_argument("--lso", action="store_true", help="run leave-source-out folds (slow)")
+    ap.add_argument("--folds", default="", help=f"comma-separated subset of: {', '.join(LSO_FOLDS)}")
+    ap.add_argument("--no-dev", action="store_true", help="skip the dev-set evaluation")
+    ap.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
+    ap.add_argument("--by-source", action="store_true", help="dev metrics per source group")
+    ap.add_argument("--C", type=float, default=8.0, help="LSO: regularisation (as training)")
+    ap.add_argument("--bits", type=int, default=20, help="LSO: hash bits (as training)")
+    ap.add_argument("--seed", type=int, default=tr.SEED)
+    args = ap.parse_args(argv)
+
+    det = InjectionDetector.from_file(args.model) if args.model else InjectionDetector.load()
+    print(f"model: {det.meta.get('model')} (C={det.meta.get('C')}, seed={det.meta.get('seed')})")
+    need_data = not args.no_dev or args.lso
+    train, dev, dev_extra = tr.load_rows(args.data) if need_data else ([], [], [])
+
+    if not args.no_dev:
+        for name, rows in (("dev.jsonl", dev), ("dev split of extra/", dev_extra)):
+            y = np.array([r.label for r in rows])
+            s = score_rows(det, [r.text for r in rows])
+            report(name, y, s)
+            if args.by_source:
+                for g in sorted({r.group for r in rows}):
+                    m = np.array([r.group == g for r in rows])
+                    r8 = metrics(y[m], s[m], 0.8)
+                    print(
+                        f"    {g:38s} n={m.sum():5d}  R@.8 {_fmt(r8['R'])}  FPR@.8 {_fmt(r8['FPR'])}"
+                    )
+    for path in args.file:
+        texts, y = load_jsonl(path)
+        report(str(path.name), y, score_rows(det, texts))
+    if not args.no_timing:
+        timing(det, args.data)
+    if args.lso:
+        folds = [f.strip() for f in args.folds.split(",") if f.strip()] or list(LSO_FOLDS)
+        unknown = [f for f in folds if f not in LSO_FOLDS]
+        if unknown:
+            ap.error(f"unknown folds: {unknown}")
+        run_lso(train, dev, dev_extra, folds, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
