@@ -19,6 +19,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,10 +227,15 @@ PARTICLE_BY_COUNTRY = {
 
 class NameSampler:
     def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        cache = Path(tempfile.gettempdir()) / "pii_train_names_cache.json"
+        if cache.exists():
+            self.first, self.last = json.loads(cache.read_text(encoding="utf-8"))
+            self.countries = list(self.first)
+            return
         from names_dataset import NameDataset  # build-time only
 
         nd = NameDataset()
-        self.rng = rng
         ok = re.compile(r"^[^\W\d_][^\W\d_'\-]*(?:['\-][^\W\d_]+)?$")
         wanted = set(COUNTRIES)
         ranked: dict[str, dict[str, list[tuple[int, str]]]] = {"first": {}, "last": {}}
@@ -248,6 +254,7 @@ class NameSampler:
             if len(firsts) > 200 and len(lasts) > 200:
                 self.first[c], self.last[c] = firsts, lasts
         self.countries = list(self.first)
+        cache.write_text(json.dumps([self.first, self.last]), encoding="utf-8")
 
     def _pick(self, names: list[str]) -> str:
         r = self.rng.random()
@@ -327,7 +334,7 @@ def make_examples(rng: random.Random, sampler: NameSampler, n_pos: int, n_neg: i
         vals = {"T": rng.choice(THINGS), "T2": rng.choice(THINGS)}
         if rng.random() < 0.1:
             vals = {k: v.lower() for k, v in vals.items()}
-            t = t.lower()
+            t = re.sub(r"\{t(2?)\}", r"{T\1}", t.lower())
         data.append((fill(t, vals)[0], []))
     rng.shuffle(data)
     return data

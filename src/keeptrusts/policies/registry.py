@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -45,8 +46,11 @@ def register(name: str) -> Callable[[type[Policy]], type[Policy]]:
 def _load_builtins() -> None:
     global _loaded
     if not _loaded:
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
+        # KEEPTRUSTS_POLICY_MODULES: comma-separated modules of your own policies, each
+        # registering itself with @register like the built-ins.
+        extra = os.environ.get("KEEPTRUSTS_POLICY_MODULES", "")
+        for module in (*_BUILTIN_MODULES, *filter(None, extra.split(","))):
+            importlib.import_module(module.strip())
         _loaded = True
 
 

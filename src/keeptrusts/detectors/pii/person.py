@@ -49,6 +49,8 @@ _CUE_RX = re.compile(
 )
 _GLUE = set("/_@#=\\.:+")
 
+_LOWER_STOP = W.WEAK_CUES | W.NEGATIVE_PRECEDERS | W.LOCATION_PRECEDERS | W.PERSON_FOLLOWERS
+
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
 
@@ -158,6 +160,10 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
         kind = 0
         if key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
             kind = 0
+        elif shape == "L" and key in _LOWER_STOP:
+            kind = 0  # "ask", "ping", "the": cue words, not names, when written in lower case
+        elif key in W.THING_FOLLOWERS and max(fb, lb) < 3:
+            kind = 0  # "Station", "Street", "Inc": ends a run, seen as right context
         elif key in W.PARTICLES and shape in "LT":
             kind = PART
         elif len(word) == 1:
@@ -257,6 +263,8 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
         f.append("init")
         if last.kind == INIT:
             f.append("init_last")
+    if last.key in W.THING_FOLLOWERS:
+        f.append("thing_last")
     if any(t.kind == PART for t in span):
         f.append("particle")
     if any("-" in t.key for t in span):

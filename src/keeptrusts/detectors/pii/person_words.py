@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Honorifics and titles in several languages. A name right after one is very likely a person.
 TITLES = frozenset("""
-mr mrs ms miss mx dr doctor prof professor sir dame madam madame mme mlle monsieur m herr frau
+mr mrs ms miss mx dr doctor prof professor sir dame madam madame mme mlle monsieur herr frau
 fr sr sra srta señor señora señorita sig sig.ra signor signora signorina dott dottore dott.ssa
 ing avv pan pani dhr mevr shri smt sri shrimati kumari sheikh sheikha hajji haji ustadh
 rev reverend fr father sister brother capt captain col colonel gen general lt sgt sen senator
