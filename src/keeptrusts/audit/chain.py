@@ -26,7 +26,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -84,17 +84,25 @@ def index_columns(event: Mapping[str, Any]) -> dict[str, Any]:
     """The fields every store copies into indexed columns (and ``verify`` cross-checks)."""
     ident = event.get("identity")
     role = ident.get("role") if isinstance(ident, Mapping) else None
+    get = event.get
     return {
-        "id": event.get("id"),
-        "timestamp": event.get("timestamp"),
-        "event_type": event.get("event_type"),
-        "verdict": event.get("verdict"),
-        "reason_code": event.get("reason_code"),
-        "model": event.get("model"),
-        "target_id": event.get("target_id"),
-        "role": role,
-        "request_id": event.get("request_id"),
+        "id": _scalar(get("id")),
+        "timestamp": _scalar(get("timestamp")),
+        "event_type": _scalar(get("event_type")),
+        "verdict": _scalar(get("verdict")),
+        "reason_code": _scalar(get("reason_code")),
+        "model": _scalar(get("model")),
+        "target_id": _scalar(get("target_id")),
+        "role": _scalar(role),
+        "request_id": _scalar(get("request_id")),
     }
+
+
+def _scalar(value: Any) -> str | None:
+    """Column values are text: anything else is stored (and compared) as its JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return canonical_json(value).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +168,6 @@ class VerifyResult:
     first_seq: int | None = None
     last_seq: int | None = None
     last_hash: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +202,7 @@ def verify(
     head: Head | None = None,
     file_head: Head | None = None,
     require_file_head: bool = False,
+    require_head: bool = False,
     chain_id: str | None = None,
 ) -> VerifyResult:
     """Check one chain, given in ``seq`` order as stored; stop at the first problem.
@@ -225,7 +233,8 @@ def verify(
             try:
                 event = orjson.loads(rec.body)
             except orjson.JSONDecodeError as exc:
-                raise _Fail("bad_json", f"stored event is not valid JSON ({exc})", seq, None) from None
+                msg = f"stored event is not valid JSON ({exc})"
+                raise _Fail("bad_json", msg, seq, None) from None
             if not isinstance(event, dict):
                 raise _Fail("bad_json", "stored event is not a JSON object", seq, None)
             event_id = event.get("id") if isinstance(event.get("id"), str) else None
@@ -325,6 +334,8 @@ def verify(
             res.checked += 1
         res.last_seq, res.last_hash = last_seq, prev_hash
         event_id = None
+        if head is None and require_head:
+            raise _Fail("head_missing", "the store's head record is missing", None, None)
         if head is not None:
             if head.chain_id != chain_id:
                 raise _Fail(
@@ -384,17 +395,19 @@ def verify(
         elif file_head.seq == 0:
             if file_head.hash != GENESIS:
                 raise _Fail("head_file_mismatch", "head file for seq 0 has a bad hash", 0, None)
-        elif file_head.seq > (checkpoint.seq if checkpoint else 0):
-            # (A head file at or before the checkpoint points at purged events: nothing to
-            # compare.) The file may lag the store by a batch but must agree with it.
-            if file_head_hash_seen != file_head.hash:
-                raise _Fail(
-                    "head_file_mismatch",
-                    f"head file hash for seq {file_head.seq} differs from the stored event "
-                    "(events rewritten)",
-                    file_head.seq,
-                    None,
-                )
+        elif (
+            # A head file at or before the checkpoint points at purged events: nothing to
+            # compare. Otherwise the file may lag the store by a batch but must agree with it.
+            file_head.seq > (checkpoint.seq if checkpoint else 0)
+            and file_head_hash_seen != file_head.hash
+        ):
+            raise _Fail(
+                "head_file_mismatch",
+                f"head file hash for seq {file_head.seq} differs from the stored event "
+                "(events rewritten)",
+                file_head.seq,
+                None,
+            )
         if not checkpoint_recorded:
             raise _Fail(
                 "checkpoint_unrecorded",

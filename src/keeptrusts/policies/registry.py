@@ -17,6 +17,8 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "keeptrusts.policies.audit_logger",
     "keeptrusts.policies.dlp_filter",
     "keeptrusts.policies.rbac",
+    "keeptrusts.policies.prompt_injection",
+    "keeptrusts.policies.pii_detector",
 )
 
 # Policy kinds of the Keeptrusts catalog. A chain naming one that is not implemented here

@@ -134,6 +134,9 @@ async def _pump(
                 ctx.usage = obj["usage"]
             if redactor is not None and redactor.process(obj):
                 chunk.raw = None
+                if _held_back_entirely(obj):
+                    chunk = await anext(rest, None)
+                    continue
             await resp.write(sse.encode(chunk.encode()))
             chunk = await anext(rest, None)
         if redactor is not None:
@@ -151,6 +154,19 @@ async def _pump(
         return
     await resp.write(sse.DONE)
     await resp.write_eof()
+
+
+def _held_back_entirely(obj: dict[str, Any]) -> bool:
+    """True when redaction held back all of a chunk's text and nothing else is in it."""
+    if obj.get("usage"):
+        return False
+    for choice in obj.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") is not None or delta.get("content") or len(delta) > 1:
+            return False
+        if delta and "content" not in delta:
+            return False
+    return True
 
 
 __all__ = ["UpstreamError", "chat_completions", "new_context", "read_json", "timing_headers"]

@@ -51,6 +51,8 @@ _GLUE = set("/_@#=\\.:+")
 
 _LOWER_STOP = W.WEAK_CUES | W.NEGATIVE_PRECEDERS | W.LOCATION_PRECEDERS | W.PERSON_FOLLOWERS
 
+_TRIM = _LOWER_STOP | W.FUNCTION_WORDS
+
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
 
@@ -352,15 +354,20 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
 
 
 def variants(toks: list[Token], a: int, b: int) -> list[tuple[int, int]]:
-    """The run and the run trimmed of unknown/weak/particle words at its ends."""
+    """The run, and the run trimmed of weak words at either end (unknown words, common words,
+    cue words such as a capitalised "Call" or "Thanks"); the scorer picks the best."""
     out = [(a, b)]
     x, y = a, b
-    while x < y and toks[x].kind in (UNK, WEAK, PART, INIT):
+    while x < y and (toks[x].kind in (UNK, WEAK, PART, INIT) or toks[x].key in _TRIM):
         x += 1
-    while y > x and toks[y].kind in (UNK, WEAK, PART):
+    while y > x and (toks[y].kind in (UNK, WEAK, PART) or toks[y].key in _TRIM):
         y -= 1
     if (x, y) != (a, b):
         out.append((x, y))
+    if b > a and (toks[a].common or toks[a].key in _TRIM) and (a + 1, b) not in out:
+        out.append((a + 1, b))
+    if b > a and toks[b].common and (a, b - 1) not in out:
+        out.append((a, b - 1))
     if b - a + 1 > 4:  # long run: also try the first and last two words
         out.append((a, a + 1))
         out.append((b - 1, b))
