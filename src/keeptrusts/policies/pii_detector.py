@@ -114,6 +114,38 @@ def _counts(matches: list[Match]) -> dict[str, int]:
     return out
 
 
+def _values(texts: list[str], found: list[list[Match]]) -> dict[str, Rule]:
+    """Values found anywhere in the request, by case-folded text, with their entity rule."""
+    out: dict[str, Rule] = {}
+    for text, matches in zip(texts, found, strict=True):
+        for m in matches:
+            value = text[m.start : m.end]
+            if len(value) >= 3:
+                out.setdefault(value.casefold(), m.rule)
+    return out
+
+
+def _with_repeats(text: str, matches: list[Match], values: dict[str, Rule]) -> list[Match]:
+    """Add other occurrences of already-found values (e.g. a name repeated in lower case)."""
+    folded = text.casefold()
+    if len(folded) != len(text):  # case folding changed offsets; keep what we have
+        return matches
+    extra: list[Match] = []
+    taken = [(m.start, m.end) for m in matches]
+    for value, rule in values.items():
+        start = folded.find(value)
+        while start != -1:
+            end = start + len(value)
+            boundary = (start == 0 or not folded[start - 1].isalnum()) and (
+                end == len(folded) or not folded[end].isalnum()
+            )
+            if boundary and not any(s < end and start < e for s, e in taken):
+                extra.append(Match(rule, start, end))
+                taken.append((start, end))
+            start = folded.find(value, end)
+    return sorted([*matches, *extra], key=lambda m: m.start) if extra else matches
+
+
 @register("pii-detector")
 class PiiDetector(Policy):
     Config = PiiDetectorConfig
@@ -161,6 +193,11 @@ class PiiDetector(Policy):
         texts = [s.text for s in slots]
         size = sum(len(t) for t in texts)
         found = await run_detector(self.env, size, lambda: [self._scan(t) for t in texts])
+        found = (
+            [_with_repeats(t, ms, every_value) for t, ms in zip(texts, found, strict=True)]
+            if (every_value := _values(texts, found))
+            else found
+        )
         every = [m for ms in found for m in ms]
         if not every:
             return every, None
