@@ -23,6 +23,7 @@ from keeptrusts.policies import registry as policy_registry
 from keeptrusts.policies.base import PolicyEnv
 from keeptrusts.policies.chain import Chain
 from keeptrusts.routing.router import Router
+from keeptrusts.server.metrics import Metrics
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
@@ -55,6 +56,7 @@ class Gateway:
         self.auth = Authenticator(self.keys)
         self.router: Router | None = None
         self.audit: Any = None
+        self.metrics = Metrics()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -78,6 +80,10 @@ class Gateway:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.keys.close()
 
+    def begin(self) -> None:
+        """Count a request as in flight; ``finish`` ends it."""
+        self.metrics.in_flight.inc()
+
     def authenticate(self, ctx: RequestContext) -> None:
         """Resolve who is calling from a gateway key; 401 for an unknown or revoked key."""
         self.auth.authenticate(ctx)
@@ -85,6 +91,8 @@ class Gateway:
     def finish(self, ctx: RequestContext) -> None:
         """Account for a finished request and hand its record to the audit sink."""
         self.requests_processed += 1
+        self.metrics.in_flight.dec()
+        self.metrics.observe(ctx)
         if self.audit is not None:
             self.audit.submit(ctx)
 

@@ -28,7 +28,7 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
+def decide_verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
     """Return (verdict, reason_code, deciding policy)."""
     results = ctx.policy_results
     for r in results:
@@ -49,7 +49,7 @@ def _verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
 
 
 def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
-    verdict, reason_code, policy = _verdict(ctx)
+    verdict, reason_code, policy = decide_verdict(ctx)
     ident = ctx.identity
     target = ctx.target
     usage = ctx.usage or {}

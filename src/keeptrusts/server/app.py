@@ -30,6 +30,11 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    gw: Gateway = request.app["gateway"]
+    return web.Response(body=gw.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
 async def not_found(request: web.Request) -> web.Response:
     return error_response(
         GatewayError(
@@ -68,6 +73,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/models", list_models)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)
 
     async def lifecycle(_: web.Application):  # type: ignore[no-untyped-def]

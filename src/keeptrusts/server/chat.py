@@ -81,6 +81,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = await read_json(request, gw.settings.max_body_bytes)
         check_chat_request(body)
         ctx = new_context(request, "chat.completions", body, rid)
+        gw.begin()
         gw.authenticate(ctx)
         ctx.route = gw.router.resolve(ctx.model)
         await gw.chain.run_input(ctx)
