@@ -1,0 +1,160 @@
+"""``POST /v1/messages``: Anthropic's Messages API in and out, served by any target.
+
+The request is translated to the internal chat-completions body
+(``formats.anthropic_messages``) and runs exactly the chat pipeline: authenticate, route,
+input policies, upstream, output policies (or the stream redactor), audit. The answer,
+its stream and its errors are translated back to Anthropic's shapes. A request routed to
+an Anthropic target is translated twice (Messages -> OpenAI -> Messages); the fields the
+translation supports survive the round trip.
+
+The ``anthropic`` SDK authenticates with ``x-api-key``; it counts like
+``Authorization: Bearer`` for gateway keys, which are never forwarded upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from keeptrusts.context import RequestContext
+from keeptrusts.errors import GatewayError
+from keeptrusts.formats.anthropic_messages import (
+    MessagesStream,
+    error_body,
+    from_openai,
+    to_openai,
+)
+from keeptrusts.identity.keys import KEY_PREFIX
+from keeptrusts.providers.base import Chunk
+from keeptrusts.server.chat import (
+    SSE_HEADERS,
+    new_context,
+    read_json,
+    request_id,
+    timing_headers,
+)
+from keeptrusts.server.responses import json_response
+
+if TYPE_CHECKING:
+    from keeptrusts.runtime import Gateway
+
+ENDPOINT = "messages"
+
+
+def client_auth(request: web.Request) -> str | None:
+    """The caller's credential as an ``Authorization`` value.
+
+    ``x-api-key: K`` becomes ``Bearer K``, so the authenticator reads it as a gateway key
+    and a target without its own secret gets a well-formed header. With both headers, a
+    gateway key in either one wins (it identifies the caller and is never forwarded).
+    """
+    auth = (request.headers.get("authorization") or "").strip() or None
+    key = (request.headers.get("x-api-key") or "").strip()
+    from_key = f"Bearer {key}" if key else None
+    if auth and from_key and _is_gateway_key(from_key) and not _is_gateway_key(auth):
+        return from_key
+    return auth or from_key
+
+
+def _is_gateway_key(auth: str) -> bool:
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else auth
+    return token.startswith(KEY_PREFIX)
+
+
+def _headers(ctx: RequestContext) -> dict[str, str]:
+    # The anthropic SDK reads ``request-id`` (``message._request_id``).
+    return {**timing_headers(ctx), "request-id": ctx.request_id}
+
+
+def anthropic_error(
+    err: GatewayError, rid: str, extra_headers: dict[str, str] | None = None
+) -> web.Response:
+    headers = {**err.headers, "x-request-id": rid, "request-id": rid, **(extra_headers or {})}
+    return json_response(error_body(err), status=err.status, headers=headers)
+
+
+def _anthropic_only(route: Any) -> bool:
+    return bool(route.targets) and all(t.provider == "anthropic" for t in route.targets)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    gw: Gateway = request.app["gateway"]
+    ctx: RequestContext | None = None
+    rid = request_id(request)
+    try:
+        raw = await read_json(request, gw.settings.max_body_bytes)
+        body = to_openai(raw)
+        ctx = new_context(request, ENDPOINT, body, rid)
+        ctx.client_auth = client_auth(request)
+        gw.authenticate(ctx)
+        ctx.route = gw.router.resolve(ctx.model)
+        if raw.get("top_k") is not None and _anthropic_only(ctx.route):
+            body["top_k"] = raw["top_k"]  # only Anthropic upstreams understand it
+        await gw.chain.run_input(ctx)
+        if ctx.stream:
+            return await _stream(request, gw, ctx)
+        result = await gw.router.complete(ctx, ctx.route)
+        ctx.usage = result.get("usage")
+        await gw.chain.run_output(ctx, result)
+        return json_response(from_openai(result, model=ctx.model), headers=_headers(ctx))
+    except GatewayError as err:
+        if ctx is None:
+            return anthropic_error(err, rid)
+        ctx.status = err.status
+        ctx.error = err.code or err.type
+        return anthropic_error(err, ctx.request_id, timing_headers(ctx))
+    finally:
+        if ctx is not None:
+            gw.finish(ctx)
+
+
+async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    first, rest = await gw.router.open_stream(ctx, ctx.route)
+    redactor = gw.chain.stream(ctx)
+    encoder = MessagesStream(model=ctx.model, defer_tools=redactor is not None)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
+    try:
+        await resp.prepare(request)
+        await _pump(resp, ctx, first, rest, redactor, encoder)
+    except (ConnectionResetError, asyncio.CancelledError):
+        ctx.status = 499
+        ctx.error = "client_disconnected"
+        raise
+    finally:
+        await rest.aclose()
+    return resp
+
+
+async def _pump(
+    resp: web.StreamResponse,
+    ctx: RequestContext,
+    first: Chunk,
+    rest: AsyncIterator[Chunk],
+    redactor: Any,
+    encoder: MessagesStream,
+) -> None:
+    """Forward chunks as Messages events; end with ``message_stop``, or ``error`` on failure."""
+    chunk: Chunk | None = first
+    try:
+        while chunk is not None:
+            obj = chunk.obj
+            if obj.get("usage"):
+                ctx.usage = obj["usage"]
+            if redactor is not None:
+                redactor.process(obj)
+            frames = encoder.feed(obj)
+            if frames:
+                await resp.write(b"".join(frames))
+            chunk = await anext(rest, None)
+        frames = encoder.text(redactor.finish()) if redactor is not None else []
+        frames += encoder.finish()
+        await resp.write(b"".join(frames))
+    except GatewayError as err:
+        # Content may already be on the wire: end with an error event, never message_stop.
+        ctx.status = err.status
+        ctx.error = err.code or err.type
+        await resp.write(encoder.error(err))
+    await resp.write_eof()
