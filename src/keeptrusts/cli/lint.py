@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keeptrusts.cli import policy_test
 from keeptrusts.config.load import load_config
 
 
@@ -16,6 +17,7 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
         "--file", "-f", action="append", required=True, help="config file (repeat to layer)"
     )
     lint.set_defaults(func=run_lint)
+    policy_test.add_parser(sub)
 
 
 def run_lint(args: argparse.Namespace) -> int:
