@@ -25,8 +25,8 @@ and the evaluation names come from independent sources.
 
 Usage::
 
-    python -m venv /tmp/piibuild && /tmp/piibuild/bin/pip install names-dataset==3.3.1
-    /tmp/piibuild/bin/python scripts/pii_build_names.py
+    python -m venv build-venv && build-venv/bin/pip install names-dataset==3.3.1
+    build-venv/bin/python scripts/pii_build_names.py
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ negatives.
 
 Usage (``names-dataset`` and ``numpy`` are needed only here)::
 
-    /tmp/piibuild/bin/pip install names-dataset==3.3.1
-    PYTHONPATH=src /tmp/piibuild/bin/python scripts/pii_train_person.py
+    python -m venv build-venv && build-venv/bin/pip install names-dataset==3.3.1 numpy
+    PYTHONPATH=src build-venv/bin/python scripts/pii_train_person.py
 """
 
 from __future__ import annotations
@@ -114,6 +114,33 @@ POS = [
     "Loop in {P} from legal.",
     "{P} is allergic to penicillin.",
     "The award goes to {P}.",
+    "I think {P} misunderstood the requirements.",
+    "Can we move {P} to the evening shift?",
+    "Rate the essay that {P} submitted.",
+    "Why did {P} leave the project?",
+    "Make sure {P} gets a copy.",
+    "Find a gift idea for {P}, who likes hiking.",
+    "Explain the contract to {P} in simple terms.",
+    "Yesterday {P} and I fixed the login bug.",
+    "Is it okay if {P} joins us later?",
+    "{P} needs access to the finance folder.",
+    "The keynote by {P} was great.",
+    "Give {P} admin rights on the repo.",
+    "We are waiting on {P} for the sign-off.",
+    "Last week {P} mentioned a new vendor.",
+    "Compose a tweet thanking {P}.",
+    "Create a calendar invite for {P} at 2pm.",
+    "Can you proofread the speech for {P}?",
+    "Draft an apology to {P} for the delay.",
+    "so {P} says the printer is broken again",
+    "apparently {P} never got the email",
+    "Interview notes - {P}",
+    "{P}\n{CITY}",
+    "Owner: {P}",
+    "Driver {P} picked up the parcel.",
+    "The reviewer ({P}) approved the change.",
+    "Ask the owner ({P}) before merging.",
+    "{P} has a new role in sales.",
 ]
 
 # --- negative templates: {T} is a thing (product, tool, place, company, event) ----------------
@@ -126,10 +153,14 @@ NEG = [
     "Install {T} with the default settings.",
     "How do I configure {T} behind a proxy?",
     "Write a blog post about {T}.",
-    "Meet me at {T} station at noon.",
-    "The office is near {T} Park.",
-    "Take the train from {T} to {T2}.",
-    "We flew into {T} and drove to {T2}.",
+    "Meet me at {L} station at noon.",
+    "The office is near {L} Park.",
+    "Take the train from {L} to {L2}.",
+    "We flew into {L} and drove to {L2}.",
+    "Book a hotel in {L} for two nights.",
+    "What is the weather like in {L} today?",
+    "Our {L} office is hiring.",
+    "The flight to {L} was delayed.",
     "{T} announced record profits this year.",
     "I bought shares of {T} in 2019.",
     "Our contract with {T} Ltd expires in June.",
@@ -172,7 +203,7 @@ NEG = [
     "{T} 2.0 is out.",
     "I love the new {T} update.",
     "The {T} team shipped a fix.",
-    "in {T} the weather is nice",
+    "in {L} the weather is nice",
     "we are migrating to {T}",
     "Microsoft Teams or Google Meet?",
     "Open the Settings menu and click Advanced.",
@@ -184,8 +215,6 @@ NEG = [
     "Golden Gate Bridge",
     "Victoria Falls",
     "Angel Investors Club",
-    "Goldman Sachs and Morgan Stanley reported earnings.",
-    "Johnson & Johnson recalled a product.",
     "Marks & Spencer opened a new store.",
 ]
 
@@ -197,22 +226,28 @@ Salesforce HubSpot Zendesk Stripe PayPal Shopify Magento WordPress Drupal Figma 
 Trello Airtable Tesla Ford Toyota Honda Audi Porsche Ferrari Volvo Jaguar Lincoln Chevrolet
 Cadillac Dodge Chrysler Mercedes Apple Google Amazon Microsoft Netflix Spotify Uber Airbnb
 Oracle Cisco Intel Nvidia Samsung Sony Philips Siemens Bosch Nokia Ericsson Vodafone Orange
-Paris London Berlin Madrid Rome Vienna Prague Warsaw Lisbon Dublin Boston Denver Austin
-Phoenix Houston Dallas Chicago Seattle Portland Victoria Florence Georgia Chelsea Kensington
-Paddington Waterloo Euston Brighton Cambridge Oxford Lincoln Jackson Madison Washington
-Hamilton Wellington Kingston Charlotte Raleigh Savannah Orlando Tampa Sydney Melbourne Perth
-Canberra Auckland Toronto Calgary Regina Montreal Quebec Mumbai Chennai Pune Jaipur Lucknow
-Shanghai Beijing Shenzhen Osaka Kyoto Nagoya Seoul Busan Dubai Doha Riyadh Cairo Casablanca
-Atlas Hermes Apollo Mercury Gemini Orion Phoenix Jupiter Saturn Neptune Pluto Titan Zeus
-Django Flask Rails Laravel Spring Angular React Vue Svelte Ember Backbone Meteor Express
-Ruby Python Java Kotlin Swift Rust Julia Scala Perl Elixir Crystal Dart Haskell Erlang
-Pixel Galaxy Kindle Echo Alexa Siri Cortana Copilot Claude Gemini Llama Mistral Falcon
-Wells Fargo Morgan Chase Barclays Lloyds Santander Deutsche Commerzbank Rabobank Allianz
-Marriott Hilton Hyatt Sheraton Ritz Carlton Costco Walmart Target Kroger Tesco Aldi Lidl
-Heineken Carlsberg Guinness Budweiser Corona Nestle Danone Unilever Gillette Colgate
-""".split()
+Atlas Hermes Apollo Mercury Gemini Orion Phoenix Jupiter Saturn Neptune Pluto Titan Zeus Django
+Flask Rails Laravel Spring Angular React Vue Svelte Ember Backbone Meteor Express Ruby Python
+Java Kotlin Swift Rust Julia Scala Perl Elixir Crystal Dart Haskell Erlang Pixel Galaxy Kindle
+Echo Alexa Siri Cortana Copilot Claude Gemini Llama Mistral Falcon Wells Fargo Morgan Chase
+Barclays Lloyds Santander Deutsche Commerzbank Rabobank Allianz Marriott Hilton Hyatt Sheraton
+Ritz Carlton Costco Walmart Target Kroger Tesco Aldi Lidl Heineken Carlsberg Guinness Budweiser
+Corona Nestle Danone Unilever Gillette Colgate
+""".split()  # noqa: SIM905
 
-CITIES = "Paris London Berlin Madrid Warsaw Mumbai Toronto Sydney Lagos Cairo Lyon Porto".split()
+# place names, many of them also person names: used only in templates with a place cue
+PLACES = """
+Paris London Berlin Madrid Rome Vienna Prague Warsaw Lisbon Dublin Boston Denver Austin Phoenix
+Houston Dallas Chicago Seattle Portland Victoria Florence Georgia Chelsea Kensington Paddington
+Waterloo Euston Brighton Cambridge Oxford Lincoln Jackson Madison Washington Hamilton
+Wellington Kingston Charlotte Raleigh Savannah Orlando Tampa Sydney Melbourne Perth Canberra
+Auckland Toronto Calgary Regina Montreal Quebec Mumbai Chennai Pune Jaipur Lucknow Shanghai
+Beijing Shenzhen Osaka Kyoto Nagoya Seoul Busan Dubai Doha Riyadh Cairo Casablanca
+""".split()  # noqa: SIM905
+
+CITIES = """
+Paris London Berlin Madrid Warsaw Mumbai Toronto Sydney Lagos Cairo Lyon Porto
+""".split()  # noqa: SIM905
 EMAILS = ["ops@example.com", "j.doe@mail.example.org", "billing@acme.io", "hr@firma.de"]
 PHONES = ["+44 20 7946 0958", "(415) 555-0132", "030 123456", "+33 6 12 34 56 78"]
 
@@ -241,7 +276,7 @@ class NameSampler:
         ranked: dict[str, dict[str, list[tuple[int, str]]]] = {"first": {}, "last": {}}
         for kind, table in (("first", nd.first_names), ("last", nd.last_names)):
             for name, info in table.items():
-                if len(name) < 2 or not ok.match(name):
+                if len(name) < 2 or not ok.match(name) or max(map(ord, name)) > 0x24F:
                     continue
                 for c, rank in (info.get("rank") or {}).items():
                     if rank and rank <= 8000 and c in wanted:
@@ -267,6 +302,46 @@ class NameSampler:
             hi = n
         return names[self.rng.randrange(hi)]
 
+    def org(self) -> str:
+        c = self.rng.choice(self.countries)
+        a, b, d = (self._pick(self.last[c]) for _ in range(3))
+        return self.rng.choice(
+            [
+                f"{a} and Sons",
+                f"{a}, {b} and {d}",
+                f"{a} & {b}",
+                f"{a}-{b}",
+                f"{a} Group",
+                f"{a} {b} LLP",
+                f"{a} & Co.",
+                f"{a} Brothers",
+                f"{a}, {b} & {d}",
+                f"{a} Holdings",
+                f"{a} Partners",
+            ]
+        )
+
+    def place(self) -> str:
+        c = self.rng.choice(self.countries)
+        a, f = self._pick(self.last[c]), self._pick(self.first[c])
+        return self.rng.choice(
+            [
+                f"Port {f}",
+                f"Lake {f}",
+                f"North {a}",
+                f"East {f}",
+                f"San {f}",
+                f"Saint-{f}",
+                f"{a}ville",
+                f"{a}burg",
+                f"Mount {a}",
+                f"{f}town",
+                f"West {a}",
+                f"New {a}",
+                f"{a} Heights",
+            ]
+        )
+
     def person(self, country: str | None = None) -> tuple[str, str, str]:
         """(full name, first, last) in the country's usual form."""
         c = country or self.rng.choice(self.countries)
@@ -275,7 +350,7 @@ class NameSampler:
         if c in PARTICLE_BY_COUNTRY and self.rng.random() < 0.25:
             p = self.rng.choice(PARTICLE_BY_COUNTRY[c])
             last = p + last if p.endswith("-") else f"{p} {last}"
-        if r < 0.6:
+        if r < 0.52:
             full = f"{first} {last}"
         elif r < 0.72:
             full = first
@@ -294,6 +369,39 @@ class NameSampler:
         return full, first, last
 
 
+PERSON_SLOTS = ("P", "P2", "P3", "P_LAST")
+
+
+def pseudo_word(rng: random.Random) -> str:
+    """An invented brand-like word ("Zentrix", "Quorvo"): capitalised, unknown to the lexicon."""
+    parts = [
+        "zen",
+        "tri",
+        "quor",
+        "vo",
+        "lux",
+        "ix",
+        "nex",
+        "ora",
+        "fy",
+        "ly",
+        "cor",
+        "da",
+        "vek",
+        "tra",
+        "plex",
+        "io",
+        "byt",
+        "sol",
+        "mira",
+        "kor",
+        "flo",
+        "wave",
+        "dex",
+    ]
+    return "".join(rng.choice(parts) for _ in range(rng.randint(2, 3))).capitalize()
+
+
 def fill(template: str, values: dict[str, str]) -> tuple[str, list[tuple[int, int]]]:
     """Substitute slots; return the text and the spans of person slots."""
     out, spans, pos = [], [], 0
@@ -303,7 +411,7 @@ def fill(template: str, values: dict[str, str]) -> tuple[str, list[tuple[int, in
         out.append(chunk)
         length += len(chunk)
         val = values[m.group(1)]
-        if m.group(1).startswith("P"):
+        if m.group(1) in PERSON_SLOTS:
             spans.append((length, length + len(val)))
         out.append(val)
         length += len(val)
@@ -316,7 +424,11 @@ def make_examples(rng: random.Random, sampler: NameSampler, n_pos: int, n_neg: i
     data = []
     for _ in range(n_pos):
         t = rng.choice(POS)
-        vals = {"CITY": rng.choice(CITIES), "EMAIL": rng.choice(EMAILS), "PHONE": rng.choice(PHONES)}
+        vals = {
+            "CITY": rng.choice(CITIES),
+            "EMAIL": rng.choice(EMAILS),
+            "PHONE": rng.choice(PHONES),
+        }
         case = rng.random()
         for slot in ("P", "P2", "P3"):
             full, _first, last = sampler.person()
@@ -324,17 +436,25 @@ def make_examples(rng: random.Random, sampler: NameSampler, n_pos: int, n_neg: i
             if slot == "P":
                 vals["P_LAST"] = last
         if case < 0.15:
-            vals = {k: (v.lower() if k.startswith("P") else v) for k, v in vals.items()}
+            vals = {k: (v.lower() if k in PERSON_SLOTS else v) for k, v in vals.items()}
             t = t[0].lower() + t[1:]
         elif case < 0.18:
-            vals = {k: (v.upper() if k.startswith("P") else v) for k, v in vals.items()}
+            vals = {k: (v.upper() if k in PERSON_SLOTS else v) for k, v in vals.items()}
         data.append(fill(t, vals))
     for _ in range(n_neg):
         t = rng.choice(NEG)
-        vals = {"T": rng.choice(THINGS), "T2": rng.choice(THINGS)}
+        vals = {
+            "T": rng.choice(THINGS),
+            "T2": rng.choice(THINGS),
+            "L": rng.choice(PLACES),
+            "L2": rng.choice(PLACES),
+            "ORG": sampler.org(),
+            "PLACE": sampler.place(),
+            "BRAND": pseudo_word(rng),
+        }
         if rng.random() < 0.1:
             vals = {k: v.lower() for k, v in vals.items()}
-            t = re.sub(r"\{t(2?)\}", r"{T\1}", t.lower())
+            t = re.sub(r"\{(\w+)\}", lambda m: "{" + m.group(1).upper() + "}", t.lower())
         data.append((fill(t, vals)[0], []))
     rng.shuffle(data)
     return data
@@ -358,21 +478,29 @@ def train(rows, labels, l2: float, epochs: int):
     for i, r in enumerate(rows):
         for f in r:
             x[i, index[f]] = 1.0
-    y = np.asarray(labels, dtype=np.float32)
-    w = np.zeros(len(vocab), dtype=np.float64)
-    b = 0.0
-    lr = 0.5
-    for _ in range(epochs):
-        z = x @ w + b
-        p = 1 / (1 + np.exp(-z))
-        g = p - y
-        w -= lr * (x.T @ g / len(y) + l2 * w)
-        b -= lr * float(g.mean())
+    y = np.asarray(labels, dtype=np.float64)
+    w = np.zeros(len(vocab) + 1, dtype=np.float64)  # last entry: bias
+    xb = np.hstack([x, np.ones((len(rows), 1), dtype=np.float32)])
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    lr, b1, b2 = 0.05, 0.9, 0.999
+    for t in range(1, epochs + 1):  # full-batch Adam on the L2-regularised log loss
+        p = 1 / (1 + np.exp(-(xb @ w)))
+        g = xb.T @ (p - y) / len(y)
+        g[:-1] += l2 * w[:-1]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+    p = np.clip(1 / (1 + np.exp(-(xb @ w))), 1e-9, 1 - 1e-9)
+    loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    print(f"train log loss {loss:.4f}, accuracy {np.mean((p > 0.5) == y):.4f}")
+    b = float(w[-1])
     return {f: float(w[i]) for f, i in index.items()}, b
 
 
-def evaluate(rec: PersonRecognizer, data, threshold: float):
+def evaluate(rec: PersonRecognizer, data, threshold: float, show: int = 0):
     tp = fp = fn = 0
+    shown = 0
     for text, gold in data:
         pred = [(f.start, f.end) for f in rec.analyze(text) if f.score >= threshold]
         for s, e in pred:
@@ -383,6 +511,17 @@ def evaluate(rec: PersonRecognizer, data, threshold: float):
         for gs, ge in gold:
             if not any(s < ge and e > gs for s, e in pred):
                 fn += 1
+        bad = [p for p in pred if not any(p[0] < ge and p[1] > gs for gs, ge in gold)]
+        missed = [g for g in gold if not any(s < g[1] and e > g[0] for s, e in pred)]
+        if shown < show and (bad or missed):
+            shown += 1
+            print(
+                repr(text),
+                "FP:",
+                [text[s:e] for s, e in bad],
+                "FN:",
+                [text[s:e] for s, e in missed],
+            )
     p = tp / (tp + fp) if tp + fp else 1.0
     r = tp / (tp + fn) if tp + fn else 1.0
     return p, r
@@ -396,6 +535,7 @@ def main() -> None:
     ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--epochs", type=int, default=1500)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--show", type=int, default=0, help="print this many dev errors")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -420,6 +560,7 @@ def main() -> None:
     for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
         p, r = evaluate(rec, dev_data, thr)
         print(f"dev thr={thr}: P={p:.3f} R={r:.3f}")
+    evaluate(rec, dev_data, 0.5, show=args.show)
     args.out.write_text(json.dumps(model, indent=0, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(model['weights'])} weights)")
 

@@ -44,6 +44,11 @@ class GatewayProcess:
     def base_url(self) -> str:
         return self.url + "/v1"
 
+    def admin_headers(self) -> dict[str, str]:
+        """The admin API's bearer header, from the token the gateway wrote at start."""
+        token = (self.state_dir / "admin-token").read_text().strip()
+        return {"authorization": f"Bearer {token}"}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 
 from keeptrusts import __version__
+from keeptrusts.audit.event import build_event, decide_verdict
+from keeptrusts.audit.sink import AuditSink, AuditUnavailable, open_sink
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.identity.auth import Authenticator
@@ -26,6 +28,9 @@ from keeptrusts.routing.router import Router
 from keeptrusts.server.metrics import Metrics
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_RETENTION_DAYS = 365
+# Strict durability: how long a response may wait for its audit commit before a 503.
+STRICT_COMMIT_TIMEOUT = 5.0
 
 
 class NotImplementedPolicy(Exception):
@@ -55,7 +60,8 @@ class Gateway:
         self.keys = KeyStore(settings.state_dir)
         self.auth = Authenticator(self.keys)
         self.router: Router | None = None
-        self.audit: Any = None
+        self.audit: AuditSink | None = None
+        self.audit_settings: dict[str, Any] = dict(config.policy.get("audit-logger", {}))
         self.metrics = Metrics()
 
     async def start(self) -> None:
@@ -71,37 +77,90 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
         )
         self.router = Router(self.config, self.http)
+        self.metrics.watch(
+            "keeptrusts_circuit_breaker_state",
+            "Circuit breaker state per target (1 for the current state)",
+            self.router.breaker_states,
+        )
+
+        if self.audit is None:
+            self.audit = open_sink(
+                self.settings.state_dir,
+                retention_days=self.audit_settings.get("retention_days", DEFAULT_RETENTION_DAYS),
+            )
+            self.metrics.watch(
+                "keeptrusts_audit_queue_depth",
+                "Audit events waiting to be written",
+                lambda: self.audit.queue_depth if self.audit else 0,
+            )
 
     async def close(self) -> None:
         for policy in reversed(self.chain.policies):
             await policy.close()
+        if self.audit is not None:
+            # In-flight requests have finished (runner cleanup waits for them): flush all.
+            await self.audit.aclose()
         if self.http is not None:
             await self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.keys.close()
 
-    def begin(self) -> None:
+    def begin(self, ctx: RequestContext) -> None:
         """Count a request as in flight; ``finish`` ends it."""
         self.metrics.in_flight.inc()
+        ctx.state["in_flight"] = True
+
+    def overloaded(self) -> bool:
+        """True while the audit log is too far behind to accept more requests."""
+        return self.audit is not None and self.audit.overloaded
 
     def authenticate(self, ctx: RequestContext) -> None:
         """Resolve who is calling from a gateway key; 401 for an unknown or revoked key."""
         self.auth.authenticate(ctx)
 
+    async def record(self, ctx: RequestContext) -> bool:
+        """Write the request's audit event; False if strict durability could not commit it."""
+        event = self._event_once(ctx)
+        if event is None or self.audit is None:
+            return True
+        if self.audit_settings.get("durability") != "strict":
+            self.audit.submit(event)
+            return True
+        try:
+            await self.audit.commit(event, timeout=STRICT_COMMIT_TIMEOUT)
+        except AuditUnavailable:
+            return False
+        return True
+
     def finish(self, ctx: RequestContext) -> None:
-        """Account for a finished request and hand its record to the audit sink."""
+        """End a request: metrics, and its audit event if nothing recorded it yet."""
+        if not ctx.state.pop("in_flight", False):
+            return
         self.requests_processed += 1
         self.metrics.in_flight.dec()
         self.metrics.observe(ctx)
-        if self.audit is not None:
-            self.audit.submit(ctx)
+        event = self._event_once(ctx)
+        if event is not None and self.audit is not None:
+            self.audit.submit(event)
+
+    def _event_once(self, ctx: RequestContext) -> dict[str, Any] | None:
+        if ctx.state.get("recorded"):
+            return None
+        ctx.state["recorded"] = True
+        if not self.audit_settings.get("log_all_access", True):
+            verdict, _, _ = decide_verdict(ctx)
+            if verdict == "allow":
+                return None
+        return build_event(ctx, self.config.pack)
 
     def health(self) -> dict[str, Any]:
         providers = {t.id: t.status() for t in self.config.targets}
-        available = sum(t.available for t in self.config.targets)
-        if available == 0:
+        breakers = self.router.breaker_states() if self.router is not None else {}
+        # A target serves traffic if its key is set and its circuit is not open.
+        serving = sum(t.available and breakers.get(t.id) != "open" for t in self.config.targets)
+        if serving == 0:
             status = "unhealthy"
-        elif available < len(self.config.targets):
+        elif serving < len(self.config.targets):
             status = "degraded"
         else:
             status = "healthy"
@@ -111,6 +170,7 @@ class Gateway:
             "uptime_seconds": round(time.time() - self.started, 3),
             "pack": str(self.config.pack),
             "providers": providers,
+            "circuit_breakers": breakers,
             "policies_loaded": list(self.config.chain),
             "requests_processed": self.requests_processed,
         }

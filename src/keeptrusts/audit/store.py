@@ -78,7 +78,12 @@ class AuditStore(Protocol):
     chain_id: str
     location: str
 
-    def append(self, events: Sequence[Mapping[str, Any]]) -> Head: ...
+    def append(self, events: Sequence[Mapping[str, Any]], *, sync_head: bool = True) -> Head:
+        """Chain and commit ``events``; with ``sync_head`` also persist the secondary head
+        record (else the caller calls ``sync_head()`` later, off its critical path)."""
+        ...
+
+    def sync_head(self) -> None: ...
 
     def head(self) -> Head: ...
 
@@ -142,8 +147,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _INSERT_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
-# Rows per INSERT statement: well under SQLite's 32766 bound variables.
-_ROWS_PER_INSERT = 256
+# Rows per multi-row INSERT statement (15 bound values each; SQLite allows 32766).
+_ROWS_PER_INSERT = 64
 
 
 def _insert_sql(n: int) -> str:
@@ -169,6 +174,7 @@ class SQLiteAuditStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._head_file_error = False
+        self._file_head: Head | None = None
         if readonly:
             if not self.path.exists():
                 raise AuditStoreMissing(f"no audit log at {self.path}")
@@ -211,6 +217,7 @@ class SQLiteAuditStore:
         checkpoint = Head.from_dict(meta.get("checkpoint"))
         meta_head = Head.from_dict(meta.get("head"))
         file_head = read_head_file(self.head_path)
+        self._file_head = file_head
         if last_row:
             stored = Head(chain_id, last_row[0], last_row[2])
         else:
@@ -333,30 +340,46 @@ class SQLiteAuditStore:
             sql = _INSERT_FULL if len(chunk) == _ROWS_PER_INSERT else _insert_sql(len(chunk))
             conn.execute(sql, [v for row in chunk for v in row])
 
-    def append(self, events: Sequence[Mapping[str, Any]]) -> Head:
-        """Chain ``events`` in order and commit them with the new head, atomically."""
-        if self._conn is None:
-            raise RuntimeError("audit store is read-only or closed")
+    def append(self, events: Sequence[Mapping[str, Any]], *, sync_head: bool = True) -> Head:
+        """Chain ``events`` in order and commit them with the new head, atomically.
+
+        Then, with ``sync_head``, rewrite the head file (an fsync); the sink defers that
+        until it has told strict-mode waiters their batch is committed.
+        """
         if not events:
             return self._head
+        if self._conn is None:
+            raise RuntimeError("audit store is read-only or closed")
         with self._lock:
             conn = self._conn
-            rows, new_head = self._chain_rows(events, self._head)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._insert(conn, rows)
+                # Chain (Python, holds the GIL) and insert (SQLite, releases it) in slices,
+                # so the event loop thread never waits long for the GIL behind this thread.
+                new_head = self._head
+                for i in range(0, len(events), _ROWS_PER_INSERT):
+                    rows, new_head = self._chain_rows(events[i : i + _ROWS_PER_INSERT], new_head)
+                    self._insert(conn, rows)
                 _set_meta(conn, "head", new_head.to_dict())
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
             self._head = new_head
-            self._write_head_file()
+            if sync_head:
+                self._write_head_file()
             return new_head
+
+    def sync_head(self) -> None:
+        """Bring the head file up to the committed head (no-op if it already is)."""
+        with self._lock:
+            if self._file_head != self._head:
+                self._write_head_file()
 
     def _write_head_file(self) -> None:
         try:
             write_head_file(self.head_path, self._head)
+            self._file_head = self._head
         except OSError as exc:
             # The events are committed; the file only lags (verify tolerates a lagging file).
             if not self._head_file_error:
@@ -493,6 +516,8 @@ class SQLiteAuditStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                if self._file_head != self._head:
+                    self._write_head_file()
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
@@ -505,10 +530,18 @@ def open_store(state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
 
 
 def _clean(src: Mapping[str, Any], now: float) -> dict[str, Any]:
-    ev = {k: v for k, v in src.items() if k not in FORBIDDEN_KEYS and k != "hash"}
-    if len(ev) + ("hash" in src) != len(src):
-        dropped = sorted(k for k in src if k in FORBIDDEN_KEYS)
-        log.error("audit event %s carried forbidden fields %s; dropped", src.get("id"), dropped)
+    if not isinstance(src, Mapping):
+        # A caller bug (e.g. a request context instead of its event): keep a trace of it
+        # rather than block the log on a batch that can never be written.
+        log.error("audit sink got a %s instead of an event dict", type(src).__name__)
+        src = {"event_type": "audit_encoding_error", "error": f"not an event: {type(src)!r}"}
+    ev = dict(src)
+    ev.pop("hash", None)
+    if not FORBIDDEN_KEYS.isdisjoint(ev):
+        dropped = sorted(k for k in ev if k in FORBIDDEN_KEYS)
+        for k in dropped:
+            del ev[k]
+        log.error("audit event %s carried forbidden fields %s; dropped", ev.get("id"), dropped)
     if not isinstance(ev.get("id"), str):
         ev["id"] = new_event_id()
     if not isinstance(ev.get("timestamp"), str):

@@ -16,6 +16,7 @@ from keeptrusts import __version__
 from keeptrusts.cli.common import default_state_dir, ensure_state_dir, parse_listen
 from keeptrusts.config.load import ConfigError, load_or_raise
 from keeptrusts.runtime import DEFAULT_MAX_BODY_BYTES, Gateway, NotImplementedPolicy, Settings
+from keeptrusts.server.admin import load_or_create_admin_token
 from keeptrusts.server.app import build_app
 
 DEFAULT_LISTEN = "0.0.0.0:41002"
@@ -61,6 +62,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         state_dir=state_dir,
         fail_mode=args.fail_mode,
         max_body_bytes=args.max_body_bytes,
+        admin_token=load_or_create_admin_token(state_dir),
     )
     try:
         gateway = Gateway(config, settings)
@@ -89,7 +91,12 @@ def _print_banner(gateway: Gateway, host: str, port: int) -> None:
         print(f"  target {t.id}: provider={t.provider} model={t.model or '*'} {t.status()}")
     chain = " -> ".join(cfg.chain) if cfg.chain else "(empty)"
     print(f"  chain: {chain} (fail-mode {gateway.settings.fail_mode})")
-    print(f"  state dir: {gateway.settings.state_dir}", flush=True)
+    state = gateway.settings.state_dir
+    print(
+        f"  state dir: {state} (audit log audit.db; admin token in {state}/admin-token "
+        "unless KEEPTRUSTS_ADMIN_TOKEN is set)",
+        flush=True,
+    )
 
 
 async def _serve(gateway: Gateway, host: str, port: int, drain: float) -> None:

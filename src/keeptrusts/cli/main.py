@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from keeptrusts import __version__
+from keeptrusts.cli import auth, events, gateway, keys, lint
 from keeptrusts.cli import doctor as doctor_cli
-from keeptrusts.cli import gateway, keys, lint
 from keeptrusts.cli import migrate as migrate_cli
 
 
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_commands(groups)
     lint.add_commands(groups)
     keys.add_commands(groups)
+    events.add_commands(groups)
+    auth.add_commands(groups)
     migrate_cli.add_commands(groups)
     doctor_cli.add_commands(groups)
     return parser

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from keeptrusts.config.model import GatewayConfig, Pack, Target, Timeouts
+from keeptrusts.config.model import GatewayConfig, Pack, Price, Target, Timeouts
 from keeptrusts.config.schema import ConfigModel, TargetModel
 from keeptrusts.config.source import (
     ConfigSyntaxError,
@@ -24,6 +24,7 @@ from keeptrusts.config.source import (
 )
 from keeptrusts.policies import registry as policy_registry
 from keeptrusts.providers import registry as provider_registry
+from keeptrusts.routing.settings import compile_routing
 
 Severity = Literal["error", "warning"]
 # The second part of `openai:chat:gpt-4o` names an API, not a model.
@@ -164,6 +165,10 @@ def load_config(
         return None, check.problems
     _check_chain(check, model)
     targets = _compile_targets(check, model, env)
+    routing = _routing_sections(model)
+    if not check.errors:
+        for issue in compile_routing(routing, targets)[1]:
+            check.add(issue.severity, issue.loc, issue.message)
     if check.errors:
         return None, check.problems
     config = GatewayConfig(
@@ -171,15 +176,22 @@ def load_config(
         targets=tuple(targets),
         chain=tuple(model.policies.chain),
         policy={k: dict(v) for k, v in model.policy.items()},
-        routing={
-            k: v
-            for k, v in model.providers.model_dump(exclude={"targets"}).items()
-            if v is not None
-        },
+        routing=routing,
         sources=tuple(str(p) for p in paths),
         raw=root,
+        limits=model.limits.model_dump() if model.limits is not None else None,
     )
     return config, check.problems
+
+
+def _routing_sections(model: ConfigModel) -> dict[str, Any]:
+    """Every routing block the user wrote (unset keys left out), for ``compile_routing``."""
+    sections = model.providers.model_dump(exclude={"targets"}, exclude_none=True)
+    for key in ("provider_routing", "provider_fallback"):
+        block = getattr(model, key)
+        if block is not None:
+            sections[key] = block.model_dump(exclude_none=True)
+    return sections
 
 
 def _check_chain(check: _Checker, model: ConfigModel) -> None:
@@ -267,7 +279,13 @@ def _compile_target(
         unavailable=unavailable,
         aliases=tuple(t.aliases),
         weight=t.weight,
-        timeouts=Timeouts(connect=to.connect, first_byte=to.first_byte, total=to.total),
+        timeouts=Timeouts(
+            connect=to.connect, first_byte=to.first_byte, total=to.total, first_token=to.first_token
+        ),
+        price=Price(t.price.input_per_1k, t.price.output_per_1k) if t.price else None,
+        max_concurrency=t.max_concurrency,
+        max_queue=t.max_queue,
+        queue_timeout=t.queue_timeout,
         headers=dict(t.headers),
         api_key_header=t.api_key_header,
         api_key_prefix=t.api_key_prefix,

@@ -28,6 +28,22 @@ class Timeouts:
     # Time to first byte of the response (for streams: the first event).
     first_byte: float = 120.0
     total: float = 600.0
+    # Streams only: time to the first chunk with content (role-only chunks do not count);
+    # None uses first_byte.
+    first_token: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a target costs, in any one currency, per 1,000 tokens."""
+
+    input_per_1k: float
+    output_per_1k: float
+
+    @property
+    def blended_per_1k(self) -> float:
+        # The usual 3:1 input:output blend: chat requests read more than they write.
+        return (3 * self.input_per_1k + self.output_per_1k) / 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +58,11 @@ class Target:
     aliases: tuple[str, ...] = ()
     weight: float = 1.0
     timeouts: Timeouts = Timeouts()
+    price: Price | None = None
+    # Concurrency cap with a bounded wait queue; None: no cap (routing defaults apply).
+    max_concurrency: int | None = None
+    max_queue: int | None = None
+    queue_timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     api_key_header: str | None = None
     api_key_prefix: str | None = None
@@ -72,3 +93,5 @@ class GatewayConfig:
     routing: Mapping[str, Any]
     sources: tuple[str, ...]
     raw: Mapping[str, Any]
+    # The validated ``limits`` section (keeptrusts.limits), None when absent.
+    limits: Mapping[str, Any] | None = None

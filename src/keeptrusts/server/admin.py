@@ -57,6 +57,7 @@ def load_or_create_admin_token(state_dir: Path | str) -> str:
                 os.chmod(path, 0o600)
             return existing
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
     try:
         os.write(fd, (token + "\n").encode())
         os.fsync(fd)
@@ -65,9 +66,7 @@ def load_or_create_admin_token(state_dir: Path | str) -> str:
     return token
 
 
-def add_admin_routes(
-    app: web.Application, get_gateway: Callable[[], Any] | None = None
-) -> None:
+def add_admin_routes(app: web.Application, get_gateway: Callable[[], Any] | None = None) -> None:
     """Register the admin routes on ``app`` (before any catch-all route).
 
     ``get_gateway()`` returns the running ``Gateway`` (default: ``app["gateway"]``); the
@@ -77,6 +76,12 @@ def add_admin_routes(
     app.router.add_get("/keeptrusts/events", _guard(getter, events_list))
     app.router.add_get("/keeptrusts/events/verify", _guard(getter, events_verify))
     app.router.add_get("/keeptrusts/config", _guard(getter, config_view))
+    app.router.add_get("/keeptrusts/providers/metrics", _guard(getter, provider_metrics))
+
+
+async def provider_metrics(request: web.Request, gw: Any) -> web.Response:
+    """Per target: requests, errors by kind, retries, latency p50/p99, in-flight, breaker."""
+    return json_response(gw.router.metrics())
 
 
 def _unauthorized(message: str) -> web.Response:

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from keeptrusts.errors import GatewayError
+from keeptrusts.server.admin import add_admin_routes
 from keeptrusts.server.chat import chat_completions
+from keeptrusts.server.embeddings import embeddings
+from keeptrusts.server.messages import messages
 from keeptrusts.server.responses import error_response, json_response
+from keeptrusts.server.responses_api import responses
 
 if TYPE_CHECKING:
     from keeptrusts.runtime import Gateway
@@ -70,10 +74,16 @@ def build_app(gateway: Gateway) -> web.Application:
     app["started_monotonic"] = time.monotonic()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/responses", responses)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    add_admin_routes(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
 
     async def lifecycle(_: web.Application):  # type: ignore[no-untyped-def]

@@ -24,7 +24,6 @@ from aiohttp import web
 from keeptrusts.config.model import Target
 from keeptrusts.context import Attempt, RequestContext
 from keeptrusts.errors import (
-    GatewayError,
     InvalidRequest,
     ServiceUnavailable,
     UpstreamError,
@@ -33,8 +32,8 @@ from keeptrusts.errors import (
 from keeptrusts.providers import registry
 from keeptrusts.providers.base import Call, HttpProvider, UpstreamRequest, bearer_headers
 from keeptrusts.providers.openai import OpenAIProvider
-from keeptrusts.server.chat import new_context, read_json, request_id, timing_headers
-from keeptrusts.server.responses import error_response, json_response
+from keeptrusts.server.lifecycle import openai_error, serve, timing_headers
+from keeptrusts.server.responses import json_response
 
 if TYPE_CHECKING:
     from keeptrusts.runtime import Gateway
@@ -201,28 +200,22 @@ async def call_upstream(gw: Gateway, ctx: RequestContext, targets: list[Target])
     raise last
 
 
-async def embeddings(request: web.Request) -> web.Response:
-    gw: Gateway = request.app["gateway"]
-    ctx: RequestContext | None = None
-    rid = request_id(request)
-    try:
-        body = await read_json(request, gw.settings.max_body_bytes)
-        check_embeddings_request(body)
-        ctx = new_context(request, ENDPOINT, body, rid)
-        ctx.stream = False
-        gw.authenticate(ctx)
-        ctx.route = gw.router.resolve(ctx.model)
-        embedding_targets(ctx.route)  # refuse early, before any policy work
-        await run_input_policies(gw, ctx)
-        result = await call_upstream(gw, ctx, embedding_targets(ctx.route))
-        ctx.usage = result.get("usage") if isinstance(result, dict) else None
-        return json_response(result, headers=timing_headers(ctx))
-    except GatewayError as err:
-        if ctx is None:
-            return error_response(err, request_id=rid)
-        ctx.status = err.status
-        ctx.error = err.code or err.type
-        return error_response(err, request_id=ctx.request_id, extra_headers=timing_headers(ctx))
-    finally:
-        if ctx is not None:
-            gw.finish(ctx)
+def _parse(body: Any) -> dict[str, Any]:
+    check_embeddings_request(body)
+    return body
+
+
+async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.Response:
+    gw.authenticate(ctx)
+    ctx.route = gw.router.resolve(ctx.model)
+    targets = embedding_targets(ctx.route)  # refuse early, before any policy work
+    await run_input_policies(gw, ctx)
+    result = await call_upstream(gw, ctx, targets)
+    ctx.usage = result.get("usage") if isinstance(result, dict) else None
+    return json_response(result, headers=timing_headers(ctx))
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await serve(
+        request, endpoint=ENDPOINT, parse=_parse, run=_run, render_error=openai_error
+    )

@@ -29,13 +29,8 @@ from keeptrusts.formats.anthropic_messages import (
 )
 from keeptrusts.identity.keys import KEY_PREFIX
 from keeptrusts.providers.base import Chunk
-from keeptrusts.server.chat import (
-    SSE_HEADERS,
-    new_context,
-    read_json,
-    request_id,
-    timing_headers,
-)
+from keeptrusts.server.chat import AUDIT_FAILED, SSE_HEADERS
+from keeptrusts.server.lifecycle import fail, serve, timing_headers
 from keeptrusts.server.responses import json_response
 
 if TYPE_CHECKING:
@@ -80,35 +75,35 @@ def _anthropic_only(route: Any) -> bool:
     return bool(route.targets) and all(t.provider == "anthropic" for t in route.targets)
 
 
+def _error(err: GatewayError, rid: str, ctx: RequestContext | None) -> web.Response:
+    return anthropic_error(err, rid, timing_headers(ctx) if ctx is not None else None)
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
-    gw: Gateway = request.app["gateway"]
-    ctx: RequestContext | None = None
-    rid = request_id(request)
-    try:
-        raw = await read_json(request, gw.settings.max_body_bytes)
-        body = to_openai(raw)
-        ctx = new_context(request, ENDPOINT, body, rid)
-        ctx.client_auth = client_auth(request)
-        gw.authenticate(ctx)
-        ctx.route = gw.router.resolve(ctx.model)
-        if raw.get("top_k") is not None and _anthropic_only(ctx.route):
-            body["top_k"] = raw["top_k"]  # only Anthropic upstreams understand it
-        await gw.chain.run_input(ctx)
-        if ctx.stream:
-            return await _stream(request, gw, ctx)
-        result = await gw.router.complete(ctx, ctx.route)
-        ctx.usage = result.get("usage")
-        await gw.chain.run_output(ctx, result)
-        return json_response(from_openai(result, model=ctx.model), headers=_headers(ctx))
-    except GatewayError as err:
-        if ctx is None:
-            return anthropic_error(err, rid)
-        ctx.status = err.status
-        ctx.error = err.code or err.type
-        return anthropic_error(err, ctx.request_id, timing_headers(ctx))
-    finally:
-        if ctx is not None:
-            gw.finish(ctx)
+    return await serve(request, endpoint=ENDPOINT, parse=_parse, run=_run, render_error=_error)
+
+
+def _parse(raw: Any) -> dict[str, Any]:
+    body = to_openai(raw)
+    # Only Anthropic upstreams understand top_k; _run drops it for any other route.
+    if isinstance(raw, dict) and raw.get("top_k") is not None:
+        body["top_k"] = raw["top_k"]
+    return body
+
+
+async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
+    ctx.client_auth = client_auth(request)
+    gw.authenticate(ctx)
+    ctx.route = gw.router.resolve(ctx.model)
+    if "top_k" in ctx.body and not _anthropic_only(ctx.route):
+        del ctx.body["top_k"]
+    await gw.chain.run_input(ctx)
+    if ctx.stream:
+        return await _stream(request, gw, ctx)
+    result = await gw.router.complete(ctx, ctx.route)
+    ctx.usage = result.get("usage")
+    await gw.chain.run_output(ctx, result)
+    return json_response(from_openai(result, model=ctx.model), headers=_headers(ctx))
 
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
@@ -118,7 +113,11 @@ async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web
     resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
     try:
         await resp.prepare(request)
-        await _pump(resp, ctx, first, rest, redactor, encoder)
+        last = await _pump(resp, ctx, first, rest, redactor, encoder)
+        if not await gw.record(ctx):
+            last = encoder.error(AUDIT_FAILED)
+        await resp.write(last)
+        await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         ctx.status = 499
         ctx.error = "client_disconnected"
@@ -135,8 +134,8 @@ async def _pump(
     rest: AsyncIterator[Chunk],
     redactor: Any,
     encoder: MessagesStream,
-) -> None:
-    """Forward chunks as Messages events; end with ``message_stop``, or ``error`` on failure."""
+) -> bytes:
+    """Forward chunks as Messages events; return the last frames (``message_stop`` or error)."""
     chunk: Chunk | None = first
     try:
         while chunk is not None:
@@ -150,11 +149,9 @@ async def _pump(
                 await resp.write(b"".join(frames))
             chunk = await anext(rest, None)
         frames = encoder.text(redactor.finish()) if redactor is not None else []
-        frames += encoder.finish()
         await resp.write(b"".join(frames))
+        return b"".join(encoder.finish())
     except GatewayError as err:
         # Content may already be on the wire: end with an error event, never message_stop.
-        ctx.status = err.status
-        ctx.error = err.code or err.type
-        await resp.write(encoder.error(err))
-    await resp.write_eof()
+        fail(ctx, err)
+        return encoder.error(err)

@@ -12,7 +12,7 @@ import contextlib
 from aiohttp import web
 
 from keeptrusts.errors import GatewayError
-from keeptrusts.server.chat import request_id
+from keeptrusts.server.lifecycle import request_id
 from keeptrusts.server.responses import error_response
 
 MESSAGE = (

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLDS: Mapping[str, float] = {
-    "PERSON": 0.5,
+    "PERSON": 0.4,
     "EMAIL_ADDRESS": 0.5,
     "PHONE_NUMBER": 0.4,
     "CREDIT_CARD": 0.5,

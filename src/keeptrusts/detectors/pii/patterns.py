@@ -22,7 +22,7 @@ def luhn_ok(digits: str) -> bool:
 
 
 def iban_ok(iban: str) -> bool:
-    """ISO 13616 check: move the first four characters to the end, letters to 10..35, mod 97 == 1."""
+    """ISO 13616: move the first four characters to the end, letters to 10..35; mod 97 == 1."""
     iban = iban.upper()
     if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban.isalnum():
         return False
@@ -62,25 +62,37 @@ class EmailRecognizer(PatternRecognizer):
         return not (local.startswith(".") or local.endswith(".") or ".." in local)
 
 
+# a digit-bearing group right before, or a digit group right after: the candidate is a slice
+# of a longer code such as an IBAN ("FR42 6567 1227 9290 2862 8994 535")
+_GROUP_BEFORE = re.compile(r"[A-Z0-9]*\d[A-Z0-9]*[ \-]$")
+_GROUP_AFTER = re.compile(r"[ \-]\d")
+
+
 class CreditCardRecognizer(PatternRecognizer):
     """13-19 digits, optionally grouped by spaces or dashes, a known card prefix and Luhn."""
 
     entity = "CREDIT_CARD"
     name = "credit_card"
-    patterns = (Pattern("card", r"(?<![\w\-.])\d(?:[ \-]?\d){12,18}(?![\w\-]|\.\d)", 1.0),)
+    patterns = (Pattern("card", r"(?<![\w\-.])[12-6](?:[ \-]?\d){11,18}(?![\w\-]|\.\d)", 1.0),)
     context = ("card", "credit", "visa", "mastercard", "amex", "cc", "debit", "payment")
 
     def validate(self, value: str, match: re.Match[str]) -> bool | float:
         digits = re.sub(r"[ \-]", "", value)
-        if not 13 <= len(digits) <= 19 or not luhn_ok(digits) or len(set(digits)) == 1:
+        if not 12 <= len(digits) <= 19 or not luhn_ok(digits) or len(set(digits)) == 1:
             return False
-        seps = set(re.findall(r"[ \-]", value))
-        if len(seps) > 1:
+        if len(set(re.findall(r"[ \-]", value))) > 1:
             return False
-        first = digits[0]
+        text, start, end = match.string, match.start(), match.end()
+        if _GROUP_BEFORE.search(text, max(0, start - 8), start) or _GROUP_AFTER.match(text, end):
+            return False  # part of a longer grouped code, such as an IBAN
+        first, prefix4 = digits[0], int(digits[:4])
+        if len(digits) == 12:
+            return digits[:2] in ("50", "56", "57", "58") or first == "6"  # Maestro
+        if len(digits) == 15 and prefix4 in (1800, 2131):  # old 15-digit JCB
+            return True
         if first in "3456":
             return True
-        return first == "2" and 2221 <= int(digits[:4]) <= 2720  # Mastercard 2-series
+        return first == "2" and 2221 <= prefix4 <= 2720  # Mastercard 2-series
 
 
 class UsSsnRecognizer(PatternRecognizer):
@@ -152,11 +164,10 @@ class IpRecognizer(PatternRecognizer):
         Pattern("ipv6", r"(?<![\w:.])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}", 0.9),
     )
     negative_context = ("version", "release", "v.", "build", "firmware", "semver")
+    context_boost = 0.4
 
     def validate(self, value: str, match: re.Match[str]) -> bool | float:
-        if ":" not in value:
-            return True
-        return False  # IPv6 candidates are handled in analyze (their end needs trimming)
+        return ":" not in value  # IPv6 candidates are handled in analyze (their end needs trimming)
 
     def analyze(self, text: str) -> list[Finding]:
         out = super().analyze(text)
@@ -168,7 +179,7 @@ class IpRecognizer(PatternRecognizer):
                 value = text[start:end].rstrip(".:")
                 if end_ok and text[end] != "%":
                     continue
-                if sum(c in "0123456789abcdefABCDEF" for c in value) < 2:
+                if not any(c in "0123456789abcdefABCDEF" for c in value):
                     continue
                 try:
                     ipaddress.IPv6Address(value)

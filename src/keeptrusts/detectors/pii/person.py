@@ -47,11 +47,15 @@ _CUE_RX = re.compile(
     + "|".join(re.escape(c) for c in sorted(W.STRONG_CUES, key=len, reverse=True))
     + r")[\s,:\-]*$"
 )
+_CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|s|t)$|n['’]t$")
 _GLUE = set("/_@#=\\.:+")
 
 _LOWER_STOP = W.WEAK_CUES | W.NEGATIVE_PRECEDERS | W.LOCATION_PRECEDERS | W.PERSON_FOLLOWERS
 
 _TRIM = _LOWER_STOP | W.FUNCTION_WORDS
+
+_STRONG_LEFT = frozenset({"L_title", "L_strong"})
+_CUED = _STRONG_LEFT | {"L_weak", "R_person", "R_poss"}
 
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
@@ -158,14 +162,20 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
             fb, lb = lex.buckets(key)
         else:
             fb = lb = 0
-        is_common = key in common or key in W.FUNCTION_WORDS
+        is_common = key in common or key in W.FUNCTION_WORDS or _CONTRACTION.search(key) is not None
         kind = 0
-        if key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
+        if is_common and "'" in key:
+            kind = 0  # "i'm", "don't", "it's"
+        elif key in W.STOPLIST and shape in "TU" and lb >= 4:
+            kind = CORE  # "Valencia", "London": a city, but also a common surname
+        elif key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
             kind = 0
         elif shape == "L" and key in _LOWER_STOP:
             kind = 0  # "ask", "ping", "the": cue words, not names, when written in lower case
         elif key in W.THING_FOLLOWERS and max(fb, lb) < 3:
             kind = 0  # "Station", "Street", "Inc": ends a run, seen as right context
+        elif shape == "U" and len(word) <= 3:
+            kind = 0  # acronyms: "PR", "CEO", "API"
         elif key in W.PARTICLES and shape in "LT":
             kind = PART
         elif len(word) == 1:
@@ -241,6 +251,10 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
     inits = [t for t in span if t.kind == INIT]
     if n == 1:
         f += [f"s_fb{first.fb}", f"s_lb{first.lb}"]
+        if first.fb >= first.lb + 2:
+            f.append("s_dom_first")
+        elif first.lb >= first.fb + 2:
+            f.append("s_dom_last")
         if first.common:
             f.append("s_common")
     else:
@@ -267,11 +281,13 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
             f.append("init_last")
     if last.key in W.THING_FOLLOWERS:
         f.append("thing_last")
+    if first.key in W.PLACE_PREFIXES:
+        f.append("place_first")
     if any(t.kind == PART for t in span):
         f.append("particle")
     if any("-" in t.key for t in span):
         f.append("hyphen")
-    if any(t.key in W.AMBIGUOUS for t in span):
+    if any(_ambiguous(t) for t in span):
         f.append("amb1" if n == 1 else "amb_multi")
     shapes = {t.shape for t in span if t.kind not in (PART, INIT)}
     if shapes == {"L"}:
@@ -294,17 +310,23 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
         left = "title"
     elif _CUE_RX.search(window):
         left = "strong"
-    elif a == 0 and not gap.strip() or _SENT_END.search(text[: first.start][-6:] or "\n"):
+    elif (a == 0 and not gap.strip()) or _SENT_END.search(text[: first.start][-6:] or "\n"):
         left = "sent"
     elif prev in W.NEGATIVE_PRECEDERS and not gap.strip():
         left = "neg"
+    elif prev in W.PLACE_PREFIXES and not gap.strip():
+        left = "place"
     elif prev in W.LOCATION_PRECEDERS and not gap.strip():
         left = "loc"
     elif prev in W.WEAK_CUES and gap.strip() in ("", ":"):
         left = "weak"
+    elif prev in W.THING_FOLLOWERS and not gap.strip():
+        left = "place"  # "Fundacja Kut", "Grupo Herrera"
     elif ":" in gap:
         left = "colon"
-    elif "," in gap or "(" in gap:
+    elif "(" in gap or "[" in gap:
+        left = "paren"
+    elif "," in gap:
         left = "comma"
     f.append(f"L_{left}")
     f.append(f"L_{left}_{case}")
@@ -313,8 +335,9 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
         f.append(f"L_{left}_s_fb{min(first.fb, 5) // 2}")
     before = text[first.start - 1] if first.start else " "
     after = text[last.end] if last.end < len(text) else " "
-    if before in _GLUE or after in _GLUE and not (
-        after in ".:" and (last.end + 1 >= len(text) or text[last.end + 1].isspace())
+    if before in _GLUE or (
+        after in _GLUE
+        and not (after in ".:" and (last.end + 1 >= len(text) or text[last.end + 1].isspace()))
     ):
         f.append("glued")
     if before.isdigit() or after.isdigit():
@@ -334,13 +357,11 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
             right = "num"
         elif m and m.start() == 0 and nxt in W.THING_FOLLOWERS:
             right = "thing"
-        elif m and m.start() == 0 and nxt in W.STOPLIST:
-            right = "thing"
         elif m and m.start() == 0 and nxt in W.PERSON_FOLLOWERS:
             right = "person"
         elif stripped[:1] in (",", ";", ")"):
             right = "comma"
-        elif stripped[:1] in ("(", "<", "[") or stripped[:1] == "-" and "@" in rest:
+        elif stripped[:1] in ("(", "<", "[") or (stripped[:1] == "-" and "@" in rest):
             right = "paren"
         elif stripped[:1] in (".", "!", "?", "\n") or not stripped:
             right = "end"
@@ -353,24 +374,30 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
     return f
 
 
+def _ambiguous(t: Token) -> bool:
+    """A product or place name that is also a person name: never a PERSON on its own."""
+    return t.key in W.AMBIGUOUS or t.key in W.STOPLIST
+
+
 def variants(toks: list[Token], a: int, b: int) -> list[tuple[int, int]]:
-    """The run, and the run trimmed of weak words at either end (unknown words, common words,
-    cue words such as a capitalised "Call" or "Thanks"); the scorer picks the best."""
-    out = [(a, b)]
-    x, y = a, b
-    while x < y and (toks[x].kind in (UNK, WEAK, PART, INIT) or toks[x].key in _TRIM):
-        x += 1
-    while y > x and (toks[y].kind in (UNK, WEAK, PART) or toks[y].key in _TRIM):
-        y -= 1
-    if (x, y) != (a, b):
-        out.append((x, y))
-    if b > a and (toks[a].common or toks[a].key in _TRIM) and (a + 1, b) not in out:
-        out.append((a + 1, b))
-    if b > a and toks[b].common and (a, b - 1) not in out:
-        out.append((a, b - 1))
+    """The run, and the run trimmed of up to three weak words at either end (unknown words,
+    common words, cue words such as a capitalised "Call"); the scorer picks the best."""
+
+    def weak_left(t: Token) -> bool:
+        return t.kind in (UNK, WEAK, PART, INIT) or t.key in _TRIM or t.common
+
+    def weak_right(t: Token) -> bool:
+        return t.kind in (UNK, WEAK, PART) or t.key in _TRIM or t.common
+
+    starts = [a]
+    while starts[-1] < b and len(starts) < 4 and weak_left(toks[starts[-1]]):
+        starts.append(starts[-1] + 1)
+    ends = [b]
+    while ends[-1] > a and len(ends) < 4 and weak_right(toks[ends[-1]]):
+        ends.append(ends[-1] - 1)
+    out = [(x, y) for x in starts for y in ends if x <= y]
     if b - a + 1 > 4:  # long run: also try the first and last two words
-        out.append((a, a + 1))
-        out.append((b - 1, b))
+        out += [(a, a + 1), (b - 1, b)]
     return out
 
 
@@ -407,7 +434,16 @@ class PersonRecognizer(Recognizer):
             for x, y in variants(toks, a, b):
                 if not any(t.kind in (CORE, WEAK, UNK) for t in toks[x : y + 1]):
                     continue
-                s = self.score(features(text, toks, x, y))
+                feats = features(text, toks, x, y)
+                if x == y and _ambiguous(toks[x]) and not _STRONG_LEFT.intersection(feats):
+                    continue  # "ask Claude", "the Jenkins job", "in Valencia"
+                if x == y and toks[x].kind == UNK and not _CUED.intersection(feats):
+                    continue  # a lone word unknown to the lexicon, with no cue: "(Sparkasse)"
+                if "case_lower" in feats and not _STRONG_LEFT.intersection(feats):
+                    head, span = toks[x], toks[x : y + 1]
+                    if max(max(t.fb, t.lb) for t in span) < 2 or (head.common and head.fb < 3):
+                        continue  # lower case needs a clear name: not "habe mit", "tag qa"
+                s = self.score(feats)
                 if best is None or s > best[0]:
                     best = (s, toks[x].start, toks[y].end)
             if best is not None:

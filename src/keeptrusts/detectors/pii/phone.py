@@ -9,6 +9,7 @@ country code or a context word such as "call" or "phone".
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import phonenumbers
@@ -35,9 +36,13 @@ _REJECT = (
     re.compile(r"^(?:19|20)\d\d[ \-]*(?:19|20)\d\d$"),  # year ranges
     re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$"),  # IPv4 / version quads
     re.compile(r"^\d{3}-\d{2}-\d{4}$"),  # SSN shape
-    re.compile(r"^\d+(?:\.\d+){1,2}$"),  # versions and decimals: 1.9.20, 3.14159
+    re.compile(r"^\d+\.\d+$"),  # decimals: 3.14159265
     re.compile(r"^\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,7}$"),  # card-like groups of four
 )
+
+
+# an IBAN-like code running right up to the candidate
+_IN_GROUPED_CODE = re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4})*[ \-]?$")
 
 
 class PhoneRecognizer(Recognizer):
@@ -45,11 +50,13 @@ class PhoneRecognizer(Recognizer):
     name = "phone"
     context = ("phone", "call", "tel", "telephone", "mobile", "cell", "cellphone", "whatsapp",
                "sms", "text", "fax", "ring", "reach", "dial", "number", "contact", "landline",
-               "hotline", "handy", "telefon", "tél", "téléphone", "telefono", "móvil", "ph")  # fmt: skip
+               "hotline", "handy", "telefon", "tél", "téléphone", "telefono", "móvil",
+               "ph")  # fmt: skip
     negative_context = ("order", "invoice", "ticket", "id", "account", "acct", "ref", "reference",
                         "serial", "sku", "version", "build", "tracking", "iban", "card", "ssn",
                         "isbn", "po", "pin", "otp", "code", "zip", "postcode", "amount",
-                        "total", "balance", "case", "issue", "pr", "commit")  # fmt: skip
+                        "total", "balance", "case", "issue", "pr", "commit", "timestamp",
+                        "epoch", "unix", "seconds", "ms", "bytes", "population")  # fmt: skip
     context_boost = 0.3
 
     SCORE_INTERNATIONAL = 0.85
@@ -63,10 +70,8 @@ class PhoneRecognizer(Recognizer):
         # load libphonenumber's per-region metadata now, not lazily on a request thread
         for region in self.regions:
             phonenumbers.PhoneMetadata.metadata_for_region(region)
-            try:
+            with contextlib.suppress(NumberParseException):
                 phonenumbers.parse("0", region)
-            except NumberParseException:
-                pass
 
     def _parse(self, cand: str) -> tuple[float, bool] | None:
         international = cand.startswith(("+", "00"))
@@ -109,8 +114,10 @@ class PhoneRecognizer(Recognizer):
                 continue
             if body.count("(") != body.count(")") or any(rx.match(body) for rx in _REJECT):
                 continue
-            if body.count("/") > 1:
-                continue
+            if body.count("/") > 1 or (body.isdigit() and not 8 <= len(body) <= 11):
+                continue  # bare digit strings: 8 to 11 digits, else IDs, cards or timestamps
+            if _IN_GROUPED_CODE.search(text, max(0, start - 40), start):
+                continue  # the tail of an IBAN or account code: "NL52 DOUS 6431 5885 49"
             parsed = self._parse(body)
             if parsed is None:
                 continue
