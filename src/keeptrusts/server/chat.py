@@ -55,9 +55,9 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     first, rest = await gw.router.open_stream(ctx, ctx.route)
-    redactor = gw.chain.stream(ctx)
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **timing_headers(ctx)})
     try:
+        redactor = gw.chain.stream(ctx)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **timing_headers(ctx)})
         await resp.prepare(request)
         last = await _pump(resp, ctx, first, rest, redactor)
         if not await gw.record(ctx):

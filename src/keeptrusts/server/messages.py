@@ -108,10 +108,10 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     first, rest = await gw.router.open_stream(ctx, ctx.route)
-    redactor = gw.chain.stream(ctx)
-    encoder = MessagesStream(model=ctx.model, defer_tools=redactor is not None)
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
     try:
+        redactor = gw.chain.stream(ctx)
+        encoder = MessagesStream(model=ctx.model, defer_tools=redactor is not None)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
         await resp.prepare(request)
         last = await _pump(resp, ctx, first, rest, redactor, encoder)
         if not await gw.record(ctx):
