@@ -54,6 +54,8 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     timestamp: float = field(default_factory=time.time)
     identity: Identity = field(default_factory=Identity)
+    # The config generation (config, chain, router) this request runs on.
+    gen: Any = None
     # The routing group chosen for the request; rbac may narrow it.
     route: Any = None
     target: Target | None = None

@@ -6,17 +6,19 @@ upstream connections and the audit sink; ``close`` drains them in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from keeptrusts import __version__
-from keeptrusts.audit.event import build_event, decide_verdict
+from keeptrusts.audit.event import build_event, decide_verdict, iso_utc, reload_event
 from keeptrusts.audit.sink import AuditSink, AuditUnavailable, open_sink
+from keeptrusts.config.load import Problem, load_config
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.identity.auth import Authenticator
@@ -47,19 +49,29 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What one config compiles to. A request keeps the generation it started with, so a
+    reload never changes the rules under a request in flight."""
+
+    config: GatewayConfig
+    chain: Chain
+    router: Router | None = None
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, settings: Settings) -> None:
-        self.config = config
         self.settings = settings
         self.started = time.time()
         self.requests_processed = 0
         self.http: aiohttp.ClientSession | None = None
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kt-policy")
         self.env = PolicyEnv(state_dir=settings.state_dir, executor=self.executor)
-        self.chain = build_chain(config, self.env, fail_mode=settings.fail_mode)
+        self.gen = Generation(config, build_chain(config, self.env, fail_mode=settings.fail_mode))
+        self.reloads: list[dict[str, Any]] = []
+        self._reload_lock = asyncio.Lock()
         self.keys = KeyStore(settings.state_dir)
         self.auth = Authenticator(self.keys)
-        self.router: Router | None = None
         self.audit: AuditSink | None = None
         self.audit_settings: dict[str, Any] = dict(config.policy.get("audit-logger", {}))
         self.metrics = Metrics()
@@ -76,11 +88,11 @@ class Gateway:
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
         )
-        self.router = Router(self.config, self.http)
+        self.gen = replace(self.gen, router=Router(self.config, self.http))
         self.metrics.watch(
             "keeptrusts_circuit_breaker_state",
             "Circuit breaker state per target (1 for the current state)",
-            self.router.breaker_states,
+            lambda: self.router.breaker_states() if self.router else {},
         )
 
         if self.audit is None:
@@ -93,6 +105,58 @@ class Gateway:
                 "Audit events waiting to be written",
                 lambda: self.audit.queue_depth if self.audit else 0,
             )
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.gen.config
+
+    @property
+    def chain(self) -> Chain:
+        return self.gen.chain
+
+    @property
+    def router(self) -> Router:
+        assert self.gen.router is not None, "the gateway has not started"
+        return self.gen.router
+
+    async def reload(self, *, who: str) -> tuple[bool, list[Problem]]:
+        """Re-read the config files; swap to the new config only if it is valid.
+
+        Requests in flight finish on the generation they started with. The change (or the
+        refusal) is written to the audit log with the old and new pack and who asked.
+        """
+        async with self._reload_lock:
+            old = self.gen
+            built, problems = await asyncio.get_running_loop().run_in_executor(
+                None, self._build, old.config.sources
+            )
+            ok = built is not None
+            if built is not None:
+                config, chain = built
+                self.gen = Generation(config, chain, Router(config, self.http))
+                self.audit_settings = dict(config.policy.get("audit-logger", {}))
+            entry = {
+                "timestamp": iso_utc(time.time()),
+                "who": who,
+                "ok": ok,
+                "previous_pack": str(old.config.pack),
+                "pack": str(self.config.pack),
+                "problems": [str(p) for p in problems],
+            }
+            self.reloads.append(entry)
+            if self.audit is not None:
+                self.audit.submit(reload_event(entry))
+            return ok, problems
+
+    def _build(self, sources: tuple[str, ...]) -> tuple[Any, list[Problem]]:
+        config, problems = load_config(sources)
+        if config is None:
+            return None, problems
+        try:
+            chain = build_chain(config, self.env, fail_mode=self.settings.fail_mode)
+        except (NotImplementedPolicy, ValueError) as exc:
+            return None, [*problems, Problem("error", sources[-1], 0, "policies", str(exc))]
+        return (config, chain), problems
 
     async def close(self) -> None:
         for policy in reversed(self.chain.policies):
@@ -151,7 +215,8 @@ class Gateway:
             verdict, _, _ = decide_verdict(ctx)
             if verdict == "allow":
                 return None
-        return build_event(ctx, self.config.pack)
+        gen = ctx.gen or self.gen
+        return build_event(ctx, gen.config.pack)
 
     def health(self) -> dict[str, Any]:
         providers = {t.id: t.status() for t in self.config.targets}

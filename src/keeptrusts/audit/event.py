@@ -113,3 +113,18 @@ def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
         "pack": {"name": pack.name, "version": pack.version},
         "error": ctx.error,
     }
+
+
+def reload_event(entry: dict[str, Any]) -> dict[str, Any]:
+    """The audit event for a config reload (applied or refused), from its history entry."""
+    return {
+        "id": new_event_id(),
+        "timestamp": entry["timestamp"],
+        "event_type": "config_reload",
+        "verdict": "allow" if entry["ok"] else "error",
+        "reason_code": "config_reloaded" if entry["ok"] else "config_invalid",
+        "actor": entry["who"],
+        "previous_pack": entry["previous_pack"],
+        "pack": entry["pack"],
+        "problems": entry["problems"],
+    }

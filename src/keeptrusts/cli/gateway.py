@@ -99,6 +99,22 @@ def _print_banner(gateway: Gateway, host: str, port: int) -> None:
     )
 
 
+def _spawn(tasks: set[asyncio.Task], coro) -> None:  # type: ignore[no-untyped-def]
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def _reload(gateway: Gateway) -> None:
+    ok, problems = await gateway.reload(who="SIGHUP")
+    for p in problems:
+        print(p, file=sys.stderr)
+    if ok:
+        print(f"reloaded: {gateway.config.pack}", flush=True)
+    else:
+        print("reload refused: the running config is unchanged", file=sys.stderr, flush=True)
+
+
 async def _serve(gateway: Gateway, host: str, port: int, drain: float) -> None:
     app = build_app(gateway)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain)
@@ -114,6 +130,8 @@ async def _serve(gateway: Gateway, host: str, port: int, drain: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, _reload(gateway)))
     await stop.wait()
     print("shutting down: draining in-flight requests", flush=True)
     # cleanup() stops listening, waits up to shutdown_timeout for in-flight requests, then

@@ -165,6 +165,7 @@ def load_config(
         return None, check.problems
     _check_chain(check, model)
     targets = _compile_targets(check, model, env)
+    _check_limits(check, model, targets)
     routing = _routing_sections(model)
     if not check.errors:
         for issue in compile_routing(routing, targets)[1]:
@@ -192,6 +193,21 @@ def _routing_sections(model: ConfigModel) -> dict[str, Any]:
         if block is not None:
             sections[key] = block.model_dump(exclude_none=True)
     return sections
+
+
+def _check_limits(check: _Checker, model: ConfigModel, targets: Sequence[Target]) -> None:
+    """Warn about ``limits.models`` entries no request can match."""
+    if model.limits is None:
+        return
+    names = {n for t in targets for n in t.names()}
+    names.update(g.name for g in model.providers.model_groups or ())
+    for name in model.limits.models:
+        if name not in names:
+            check.add(
+                "warning",
+                ("limits", "models", name),
+                f"no target or model group serves {name!r}: this limit never applies",
+            )
 
 
 def _check_chain(check: _Checker, model: ConfigModel) -> None:

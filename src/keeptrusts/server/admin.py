@@ -77,6 +77,30 @@ def add_admin_routes(app: web.Application, get_gateway: Callable[[], Any] | None
     app.router.add_get("/keeptrusts/events/verify", _guard(getter, events_verify))
     app.router.add_get("/keeptrusts/config", _guard(getter, config_view))
     app.router.add_get("/keeptrusts/providers/metrics", _guard(getter, provider_metrics))
+    app.router.add_post("/keeptrusts/config/reload", _guard(getter, config_reload))
+    app.router.add_get("/keeptrusts/config/history", _guard(getter, config_history))
+
+
+async def config_reload(request: web.Request, gw: Any) -> web.Response:
+    """Validate the config files again and swap to them atomically, or say why not."""
+    who = f"admin-api ({request.remote or 'unknown'})"
+    ok, problems = await gw.reload(who=who)
+    lines = [str(p) for p in problems]
+    if not ok:
+        return error_response(
+            GatewayError(
+                "The new config is invalid; the running config is unchanged:\n" + "\n".join(lines),
+                status=422,
+                type="invalid_request_error",
+                code="config_invalid",
+                extra={"problems": lines},
+            )
+        )
+    return json_response({"ok": True, "pack": str(gw.config.pack), "warnings": lines})
+
+
+async def config_history(request: web.Request, gw: Any) -> web.Response:
+    return json_response({"object": "list", "data": list(reversed(gw.reloads))})
 
 
 async def provider_metrics(request: web.Request, gw: Any) -> web.Response:

@@ -43,20 +43,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     gw.authenticate(ctx)
-    ctx.route = gw.router.resolve(ctx.model)
-    await gw.chain.run_input(ctx)
+    ctx.route = ctx.gen.router.resolve(ctx.model)
+    await ctx.gen.chain.run_input(ctx)
     if ctx.stream:
         return await _stream(request, gw, ctx)
-    result = await gw.router.complete(ctx, ctx.route)
+    result = await ctx.gen.router.complete(ctx, ctx.route)
     ctx.usage = result.get("usage")
-    await gw.chain.run_output(ctx, result)
+    await ctx.gen.chain.run_output(ctx, result)
     return json_response(result, headers=timing_headers(ctx))
 
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    first, rest = await gw.router.open_stream(ctx, ctx.route)
+    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
     try:
-        redactor = gw.chain.stream(ctx)
+        redactor = ctx.gen.chain.stream(ctx)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **timing_headers(ctx)})
         await resp.prepare(request)
         last = await _pump(resp, ctx, first, rest, redactor)

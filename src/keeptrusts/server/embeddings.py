@@ -117,7 +117,7 @@ async def run_input_policies(gw: Gateway, ctx: RequestContext) -> None:
     body = ctx.body
     view = input_view(body)
     if view is None:
-        readers = [p.name for p in gw.chain.input if p.name not in TEXT_BLIND_POLICIES]
+        readers = [p.name for p in ctx.gen.chain.input if p.name not in TEXT_BLIND_POLICIES]
         if readers:
             raise _bad(
                 "input",
@@ -127,7 +127,7 @@ async def run_input_policies(gw: Gateway, ctx: RequestContext) -> None:
         view = {"model": body["model"], "messages": []}
     ctx.body = view
     try:
-        await gw.chain.run_input(ctx)
+        await ctx.gen.chain.run_input(ctx)
     finally:
         ctx.body = body
     texts = [m["content"] for m in view["messages"]]
@@ -173,7 +173,7 @@ async def call_upstream(gw: Gateway, ctx: RequestContext, targets: list[Target])
         call = Call(
             body=body,
             target=target,
-            http=gw.router.http,
+            http=ctx.gen.router.http,
             request_id=ctx.request_id,
             client_auth=ctx.client_auth,
         )
@@ -207,7 +207,7 @@ def _parse(body: Any) -> dict[str, Any]:
 
 async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.Response:
     gw.authenticate(ctx)
-    ctx.route = gw.router.resolve(ctx.model)
+    ctx.route = ctx.gen.router.resolve(ctx.model)
     targets = embedding_targets(ctx.route)  # refuse early, before any policy work
     await run_input_policies(gw, ctx)
     result = await call_upstream(gw, ctx, targets)

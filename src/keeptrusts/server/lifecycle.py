@@ -95,6 +95,7 @@ async def serve(
                 stream=bool(body.get("stream")),
                 headers=request.headers,  # type: ignore[arg-type]
                 client_auth=request.headers.get("authorization"),
+                gen=gw.gen,
             )
             gw.begin(ctx)
             if gw.overloaded():

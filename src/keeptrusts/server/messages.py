@@ -94,22 +94,22 @@ def _parse(raw: Any) -> dict[str, Any]:
 async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
     ctx.client_auth = client_auth(request)
     gw.authenticate(ctx)
-    ctx.route = gw.router.resolve(ctx.model)
+    ctx.route = ctx.gen.router.resolve(ctx.model)
     if "top_k" in ctx.body and not _anthropic_only(ctx.route):
         del ctx.body["top_k"]
-    await gw.chain.run_input(ctx)
+    await ctx.gen.chain.run_input(ctx)
     if ctx.stream:
         return await _stream(request, gw, ctx)
-    result = await gw.router.complete(ctx, ctx.route)
+    result = await ctx.gen.router.complete(ctx, ctx.route)
     ctx.usage = result.get("usage")
-    await gw.chain.run_output(ctx, result)
+    await ctx.gen.chain.run_output(ctx, result)
     return json_response(from_openai(result, model=ctx.model), headers=_headers(ctx))
 
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    first, rest = await gw.router.open_stream(ctx, ctx.route)
+    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
     try:
-        redactor = gw.chain.stream(ctx)
+        redactor = ctx.gen.chain.stream(ctx)
         encoder = MessagesStream(model=ctx.model, defer_tools=redactor is not None)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
         await resp.prepare(request)
