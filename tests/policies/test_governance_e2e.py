@@ -297,3 +297,13 @@ def test_fail_mode_both_ways(tmp_path, fp, gateway_factory) -> None:  # type: ig
     gw2 = gateway_factory([cfg], env=env, extra_args=["--fail-mode", "allow"])
     r = client(gw2, "unused").chat.completions.create(model="gpt-4o", messages=USER)
     assert r.choices[0].message.content
+
+
+def test_raw_response_clients_get_400_for_blocks(setup, fp) -> None:  # type: ignore[no-untyped-def]
+    """LiteLLM-style callers (raw-response mode, retry 409 themselves) get a non-retried 400."""
+    gw, dev, _ = setup
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw, dev).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"key {SECRET}"}]
+        )
+    _assert_blocked(e.value)

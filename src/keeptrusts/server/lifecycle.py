@@ -18,6 +18,7 @@ from aiohttp import web
 
 from keeptrusts.context import RequestContext
 from keeptrusts.errors import GatewayError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from keeptrusts.server.compat import for_client
 from keeptrusts.server.responses import error_response
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ async def serve(
                 )
             response = await run(request, gw, ctx)
         except GatewayError as err:
+            err = for_client(request, err)
             if ctx is None:
                 return render_error(err, rid, None)
             fail(ctx, err)
