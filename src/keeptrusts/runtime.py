@@ -23,6 +23,7 @@ from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.identity.auth import Authenticator
 from keeptrusts.identity.keys import KeyStore
+from keeptrusts.limits import Limiter
 from keeptrusts.policies import registry as policy_registry
 from keeptrusts.policies.base import PolicyEnv
 from keeptrusts.policies.chain import Chain
@@ -46,6 +47,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_connections: int = 1000
     admin_token: str | None = None
+    redis_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +77,7 @@ class Gateway:
         self.audit: AuditSink | None = None
         self.audit_settings: dict[str, Any] = dict(config.policy.get("audit-logger", {}))
         self.metrics = Metrics()
+        self.limits = Limiter.from_config(config.limits, settings.redis_url)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -94,6 +97,8 @@ class Gateway:
             "Circuit breaker state per target (1 for the current state)",
             lambda: self.router.breaker_states() if self.router else {},
         )
+        if self.limits is not None:
+            await self.limits.start()
 
         if self.audit is None:
             self.audit = open_sink(
@@ -134,6 +139,9 @@ class Gateway:
             if built is not None:
                 config, chain = built
                 self.gen = Generation(config, chain, Router(config, self.http))
+                self.limits = await Limiter.reload(
+                    self.limits, config.limits, self.settings.redis_url
+                )
                 self.audit_settings = dict(config.policy.get("audit-logger", {}))
             entry = {
                 "timestamp": iso_utc(time.time()),
@@ -166,6 +174,8 @@ class Gateway:
             await self.audit.aclose()
         if self.http is not None:
             await self.http.close()
+        if self.limits is not None:
+            await self.limits.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.keys.close()
 
@@ -202,6 +212,8 @@ class Gateway:
             return
         self.requests_processed += 1
         self.metrics.in_flight.dec()
+        if self.limits is not None:
+            self.limits.settle(ctx)
         self.metrics.observe(ctx)
         event = self._event_once(ctx)
         if event is not None and self.audit is not None:

@@ -41,6 +41,13 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
     run.add_argument("--fail-mode", choices=("block", "allow"), default="block")
     run.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     run.add_argument("--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS)
+    run.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="Redis for rate limits and budgets shared by a fleet "
+        "(default $KEEPTRUSTS_REDIS_URL, then limits.redis_url; else counters in process)",
+    )
     run.add_argument("--log-level", default=os.environ.get("KEEPTRUSTS_LOG_LEVEL", "INFO"))
     run.set_defaults(func=run_gateway)
 
@@ -63,6 +70,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         fail_mode=args.fail_mode,
         max_body_bytes=args.max_body_bytes,
         admin_token=load_or_create_admin_token(state_dir),
+        redis_url=args.redis_url,
     )
     try:
         gateway = Gateway(config, settings)
@@ -91,6 +99,8 @@ def _print_banner(gateway: Gateway, host: str, port: int) -> None:
         print(f"  target {t.id}: provider={t.provider} model={t.model or '*'} {t.status()}")
     chain = " -> ".join(cfg.chain) if cfg.chain else "(empty)"
     print(f"  chain: {chain} (fail-mode {gateway.settings.fail_mode})")
+    if gateway.limits is not None:
+        print(f"  limits: {gateway.limits.describe()}")
     state = gateway.settings.state_dir
     print(
         f"  state dir: {state} (audit log audit.db; admin token in {state}/admin-token "

@@ -45,6 +45,8 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
     gw.authenticate(ctx)
     ctx.route = ctx.gen.router.resolve(ctx.model)
     await ctx.gen.chain.run_input(ctx)
+    if gw.limits is not None:
+        await gw.limits.reserve(ctx)
     if ctx.stream:
         return await _stream(request, gw, ctx)
     result = await ctx.gen.router.complete(ctx, ctx.route)

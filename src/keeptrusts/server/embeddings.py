@@ -210,6 +210,8 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.Re
     ctx.route = ctx.gen.router.resolve(ctx.model)
     targets = embedding_targets(ctx.route)  # refuse early, before any policy work
     await run_input_policies(gw, ctx)
+    if gw.limits is not None:
+        await gw.limits.reserve(ctx)
     result = await call_upstream(gw, ctx, targets)
     ctx.usage = result.get("usage") if isinstance(result, dict) else None
     return json_response(result, headers=timing_headers(ctx))

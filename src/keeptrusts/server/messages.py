@@ -98,6 +98,8 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
     if "top_k" in ctx.body and not _anthropic_only(ctx.route):
         del ctx.body["top_k"]
     await ctx.gen.chain.run_input(ctx)
+    if gw.limits is not None:
+        await gw.limits.reserve(ctx)
     if ctx.stream:
         return await _stream(request, gw, ctx)
     result = await ctx.gen.router.complete(ctx, ctx.route)
