@@ -28,6 +28,7 @@ class Attempt:
     outcome: str  # ok | error kind
     status: int | None
     latency_ms: float
+    started_at: float = 0.0  # perf_counter at the start, for trace spans
 
 
 @dataclass(slots=True)
@@ -40,6 +41,7 @@ class PolicyResult:
     reason_code: str | None = None
     findings: dict[str, int] = field(default_factory=dict)
     score: float | None = None
+    started_at: float = 0.0  # perf_counter at the start, for trace spans
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class RequestContext:
     usage: dict[str, Any] | None = None
     status: int = 200
     error: str | None = None
+    # W3C trace context (trace id, this request's span id, parent span id) when tracing.
+    trace: Any = None
     # Per-request scratch space for policies (e.g. a PII restore map); never shared.
     state: dict[str, Any] = field(default_factory=dict)
 

@@ -29,6 +29,7 @@ from keeptrusts.policies.base import PolicyEnv
 from keeptrusts.policies.chain import Chain
 from keeptrusts.routing.router import Router
 from keeptrusts.server.metrics import Metrics
+from keeptrusts.tracing import Tracing
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 365
@@ -48,6 +49,8 @@ class Settings:
     max_connections: int = 1000
     admin_token: str | None = None
     redis_url: str | None = None
+    # OpenTelemetry exporter (otlp, console, jsonl:PATH); None disables tracing.
+    otel: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +81,7 @@ class Gateway:
         self.audit_settings: dict[str, Any] = dict(config.policy.get("audit-logger", {}))
         self.metrics = Metrics()
         self.limits = Limiter.from_config(config.limits, settings.redis_url)
+        self.tracing = Tracing(settings.otel) if settings.otel else None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -167,6 +171,8 @@ class Gateway:
         return (config, chain), problems
 
     async def close(self) -> None:
+        if self.tracing is not None:
+            self.tracing.shutdown()
         for policy in reversed(self.chain.policies):
             await policy.close()
         if self.audit is not None:
@@ -215,6 +221,8 @@ class Gateway:
         if self.limits is not None:
             self.limits.settle(ctx)
         self.metrics.observe(ctx)
+        if self.tracing is not None:
+            self.tracing.end(ctx, decide_verdict(ctx)[0])
         event = self._event_once(ctx)
         if event is not None and self.audit is not None:
             self.audit.submit(event)

@@ -18,6 +18,7 @@ from keeptrusts.config.load import ConfigError, load_or_raise
 from keeptrusts.runtime import DEFAULT_MAX_BODY_BYTES, Gateway, NotImplementedPolicy, Settings
 from keeptrusts.server.admin import load_or_create_admin_token
 from keeptrusts.server.app import build_app
+from keeptrusts.tracing import TracingUnavailable
 
 DEFAULT_LISTEN = "0.0.0.0:41002"
 DEFAULT_DRAIN_SECONDS = 15.0
@@ -49,6 +50,13 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
         "(default $KEEPTRUSTS_REDIS_URL, then limits.redis_url; else counters in process)",
     )
     run.add_argument("--log-level", default=os.environ.get("KEEPTRUSTS_LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--otel",
+        default=os.environ.get("KEEPTRUSTS_OTEL"),
+        metavar="EXPORTER",
+        help="OpenTelemetry traces: otlp (OTEL_EXPORTER_OTLP_* settings), console or "
+        "jsonl:PATH; needs keeptrusts[otel]",
+    )
     run.set_defaults(func=run_gateway)
 
 
@@ -71,10 +79,11 @@ def run_gateway(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         admin_token=load_or_create_admin_token(state_dir),
         redis_url=args.redis_url,
+        otel=args.otel,
     )
     try:
         gateway = Gateway(config, settings)
-    except NotImplementedPolicy as exc:
+    except (NotImplementedPolicy, TracingUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _print_banner(gateway, host, port)

@@ -79,6 +79,7 @@ class Chain:
                 reason_code=verdict.reason_code,
                 findings=dict(verdict.findings),
                 score=verdict.score,
+                started_at=started,
             )
         )
         return verdict
@@ -99,6 +100,7 @@ class Chain:
                 latency_ms=round(ms, 3),
                 reason=f"policy {kind}",
                 reason_code="policy_error",
+                started_at=started,
             )
         )
         if self.fail_mode == FAIL_ALLOW:

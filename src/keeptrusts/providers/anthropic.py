@@ -65,6 +65,8 @@ class AnthropicProvider(HttpProvider):
         }
         headers.update(_auth_headers(call))
         headers.update({k.lower(): v for k, v in t.headers.items()})
+        if call.extra_headers:
+            headers.update(call.extra_headers)
         # Anthropic requires max_tokens; a target may set its own default in ``extra``.
         default = t.extra.get("max_tokens")
         if not isinstance(default, int) or default <= 0:

@@ -55,6 +55,8 @@ class Call:
     client_auth: str | None = None
     stream: bool = False
     usage: dict[str, Any] | None = field(default=None)
+    # Propagated as-is to the upstream (e.g. W3C ``traceparent``).
+    extra_headers: dict[str, str] | None = None
 
 
 class Provider:

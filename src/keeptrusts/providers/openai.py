@@ -34,6 +34,8 @@ class OpenAIProvider(HttpProvider):
         headers = {"content-type": "application/json", "x-request-id": call.request_id}
         headers.update(bearer_headers(call))
         headers.update(call.target.headers)
+        if call.extra_headers:
+            headers.update(call.extra_headers)
         url = call.target.base_url.rstrip("/") + "/chat/completions"
         return UpstreamRequest(url, headers, orjson.dumps(call.body))
 

@@ -378,6 +378,7 @@ class Router:
             request_id=ctx.request_id,
             client_auth=ctx.client_auth,
             stream=ctx.stream,
+            extra_headers=ctx.trace.headers() if ctx.trace is not None else None,
         )
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -460,7 +461,9 @@ class Router:
     ) -> float:
         ms = (time.perf_counter() - started) * 1000.0
         ctx.upstream_ms += ms
-        ctx.attempts.append(Attempt(target.id, target.provider, outcome, status, round(ms, 3)))
+        ctx.attempts.append(
+            Attempt(target.id, target.provider, outcome, status, round(ms, 3), started)
+        )
         return ms
 
     # --- reporting --------------------------------------------------------------------------

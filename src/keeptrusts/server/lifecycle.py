@@ -99,6 +99,8 @@ async def serve(
                 gen=gw.gen,
             )
             gw.begin(ctx)
+            if gw.tracing is not None:
+                gw.tracing.begin(ctx, request.headers)
             if gw.overloaded():
                 raise ServiceUnavailable(
                     "The audit log is behind; refusing new requests until it catches up.",
