@@ -22,7 +22,6 @@ quantised to float16 like the artifact.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,12 +31,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_injection as tr  # noqa: E402
+import train_injection as tr
 
-from keeptrusts.detectors.injection import InjectionDetector  # noqa: E402
-from keeptrusts.detectors.injection.features import HashingFeaturizer  # noqa: E402
+from keeptrusts.detectors.injection import InjectionDetector
+from keeptrusts.detectors.injection.features import HashingFeaturizer
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9)
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "full detector": {},
+    "without patterns": {"patterns": False},
+    "without windows": {"windows": False},
+    "without decoding": {"decode": False},
+    "classifier only": {"patterns": False, "windows": False, "decode": False},
+}
 
 LSO_FOLDS: dict[str, frozenset[str]] = {
     "s-labs": frozenset({"s-labs"}),
@@ -56,9 +62,7 @@ LSO_FOLDS: dict[str, frozenset[str]] = {
     "bastion+inspect+giskard": frozenset(
         {"bastioncorpus", "inspect-evals:ipi_coding_agent", "giskard"}
     ),
-    "awesome-chatgpt-prompts": frozenset(
-        {"awesome-chatgpt-prompts", "awesome-chatgpt-prompts-zh"}
-    ),
+    "awesome-chatgpt-prompts": frozenset({"awesome-chatgpt-prompts", "awesome-chatgpt-prompts-zh"}),
     "arena+healthbench+ifeval": frozenset({"arena-hard-v2.0", "healthbench", "ifeval"}),
     "qa:mlqa+xquad+jglue+tatoeba": frozenset({"mlqa", "xquad", "jglue", "tatoeba"}),
     "chat:chatterbot+fastchat": frozenset({"chatterbot-corpus", "fastchat"}),
@@ -134,7 +138,8 @@ def timing(det: InjectionDetector, data: Path) -> None:
             ts.append((time.perf_counter() - t0) * 1000)
         ts.sort()
         p95 = ts[int(0.95 * len(ts)) - 1]
-        print(f"  {n:5d} words ({len(text)} chars): median {statistics.median(ts):.2f} ms, p95 {p95:.2f} ms")
+        med = statistics.median(ts)
+        print(f"  {n:5d} words ({len(text)} chars): median {med:.2f} ms, p95 {p95:.2f} ms")
 
 
 def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], folds, args) -> None:
@@ -143,15 +148,24 @@ def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], fol
     all_y: list[np.ndarray] = []
     all_s: list[np.ndarray] = []
     summary: list[tuple[str, dict, dict, int, int]] = []
+    cache: dict = {}
+    ablation: dict[str, list[tuple[dict, int, int]]] = {}
     for name in folds:
         groups = LSO_FOLDS[name]
         print(f"\n[LSO] training without {name} ...", file=sys.stderr)
         rows = tr.build_training_set(train, exclude=groups)
-        coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed)
-        det = InjectionDetector(coef.astype(np.float16).astype(np.float32), intercept, fz)
+        coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed, cache=cache)
+        coef16 = coef.astype(np.float16).astype(np.float32)
+        det = InjectionDetector(coef16, intercept, fz)
         test = [r for r in everything if r.group in groups]
         y = np.array([r.label for r in test])
         s = score_rows(det, [r.text for r in test])
+        for variant, kwargs in ABLATIONS.items():
+            v_det = InjectionDetector(coef16, intercept, fz, **kwargs)
+            v_s = score_rows(v_det, [r.text for r in test])
+            ablation.setdefault(variant, []).append(
+                (metrics(y, v_s, 0.8), int((y == 1).sum()), int((y == 0).sum()))
+            )
         report(f"LSO fold '{name}' (held out: {', '.join(sorted(groups))})", y, s)
         all_y.append(y)
         all_s.append(s)
@@ -159,7 +173,9 @@ def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], fol
         m5 = metrics(y, s, 0.5)
         summary.append((name, m5, m8, int((y == 1).sum()), int((y == 0).sum())))
     y, s = np.concatenate(all_y), np.concatenate(all_s)
-    report("LSO pooled (every held-out row, each scored by the model that never saw its source)", y, s)
+    report(
+        "LSO pooled (every held-out row, each scored by the model that never saw its source)", y, s
+    )
     print("\nLSO summary at thresholds 0.5 | 0.8  (R = recall on injections, FPR on benign rows)")
     print(f"  {'fold':30s} {'n_inj':>6s} {'n_ben':>6s}   R@.5   FPR@.5 |  R@.8   FPR@.8")
     for name, m5, m8, npos, nneg in summary:
@@ -173,17 +189,28 @@ def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], fol
         f"  macro mean over folds @0.8: recall {np.mean(rec):.3f} ({len(rec)} folds),"
         f" FPR {np.mean(fpr):.3f} ({len(fpr)} folds)"
     )
+    print("\nLayer ablation (same folds, threshold 0.8): macro recall / macro FPR")
+    for variant, res in ablation.items():
+        v_rec = np.mean([m["R"] for m, npos, _ in res if npos])
+        v_fpr = np.mean([m["FPR"] for m, _, nneg in res if nneg])
+        print(f"  {variant:28s} recall {v_rec:.3f}  FPR {v_fpr:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data", type=Path, default=tr.DEFAULT_DATA, help="prompt-injection data folder")
+    ap.add_argument(
+        "--data", type=Path, default=tr.DEFAULT_DATA, help="prompt-injection data folder"
+    )
     ap.add_argument("--model", type=Path, default=None, help="artifact (default: shipped model)")
-    ap.add_argument("--file", type=Path, action="append", default=[], help="labelled JSONL to score")
+    ap.add_argument(
+        "--file", type=Path, action="append", default=[], help="labelled JSONL to score"
+    )
     ap.add_argument("--lso", action="store_true", help="run leave-source-out folds (slow)")
-    ap.add_argument("--folds", default="", help=f"comma-separated subset of: {', '.join(LSO_FOLDS)}")
+    ap.add_argument(
+        "--folds", default="", help=f"comma-separated subset of: {', '.join(LSO_FOLDS)}"
+    )
     ap.add_argument("--no-dev", action="store_true", help="skip the dev-set evaluation")
     ap.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     ap.add_argument("--by-source", action="store_true", help="dev metrics per source group")
@@ -206,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 for g in sorted({r.group for r in rows}):
                     m = np.array([r.group == g for r in rows])
                     r8 = metrics(y[m], s[m], 0.8)
-                    print(
-                        f"    {g:38s} n={m.sum():5d}  R@.8 {_fmt(r8['R'])}  FPR@.8 {_fmt(r8['FPR'])}"
-                    )
+                    r, f = _fmt(r8["R"]), _fmt(r8["FPR"])
+                    print(f"    {g:38s} n={m.sum():5d}  R@.8 {r}  FPR@.8 {f}")
     for path in args.file:
         texts, y = load_jsonl(path)
         report(str(path.name), y, score_rows(det, texts))

@@ -38,6 +38,10 @@ __all__ = ["InjectionDetector"]
 ARTIFACT_NAME = "model.npz"
 WINDOW_CHARS = 480
 WINDOW_STRIDE = 240
+# A window's logit is lowered by this margin: a long text offers many windows, and the
+# best of many noisy scores is biased upwards (leave-source-out: fewer false positives
+# on long system-prompt-like texts at a small cost in recall on planted injections).
+WINDOW_MARGIN = 0.5
 
 _LOCK = threading.Lock()
 _CACHED: InjectionDetector | None = None
@@ -105,20 +109,25 @@ class InjectionDetector:
 
     def _logit(self, buckets: np.ndarray) -> float:
         idx, vals = self._fz.vectorize(buckets)
-        return float(np.dot(self._coef[idx], vals)) + self._intercept
+        # Plain multiply-and-sum: np.dot would go through (multi-threaded) BLAS, whose
+        # spinning threads cost more than the product itself for vectors this short.
+        return float((self._coef[idx] * vals).sum()) + self._intercept
 
     def _model_view(self, text: str) -> tuple[float, float]:
         """``(whole-text logit, best window logit)`` for one view (window: -inf if short)."""
         buckets, starts = self._fz.positions(text)
         whole = self._logit(buckets)
         best = -math.inf
-        if self._windows and starts.size:
-            end = int(starts.max()) + 1
-            if end > WINDOW_CHARS + WINDOW_STRIDE:
-                for a in range(0, end - WINDOW_STRIDE, WINDOW_STRIDE):
-                    m = (starts >= a) & (starts < a + WINDOW_CHARS)
-                    if m.any():
-                        best = max(best, self._logit(buckets[m]))
+        if self._windows and starts.size and int(starts.max()) >= WINDOW_CHARS + WINDOW_STRIDE:
+            order = np.argsort(starts, kind="stable")
+            buckets, starts = buckets[order], starts[order]
+            end = int(starts[-1]) + 1
+            lo_edges = np.arange(0, end - WINDOW_STRIDE, WINDOW_STRIDE)
+            lo = np.searchsorted(starts, lo_edges, side="left")
+            hi = np.searchsorted(starts, lo_edges + WINDOW_CHARS, side="left")
+            for i, j in zip(lo.tolist(), hi.tolist(), strict=True):
+                if j > i:
+                    best = max(best, self._logit(buckets[i:j]) - WINDOW_MARGIN)
         return whole, best
 
     def _view(self, text: str) -> dict[str, Any]:
@@ -151,7 +160,9 @@ class InjectionDetector:
         if self._decode:
             for payload in decode_payloads(norm):
                 v = self._view(payload)
-                decoded.append({"text": payload[:200], "score": v["score"], "patterns": v["patterns"]})
+                decoded.append(
+                    {"text": payload[:200], "score": v["score"], "patterns": v["patterns"]}
+                )
         score, layer = main["score"], "model"
         if main["window"] > main["model"] and main["window"] >= score:
             layer = "window"

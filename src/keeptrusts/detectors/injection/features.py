@@ -140,7 +140,7 @@ class HashingFeaturizer:
             return buckets, np.zeros(0, dtype=np.float64)
         idx, counts = np.unique(buckets, return_counts=True)
         vals = 1.0 + np.log(counts)
-        vals /= np.sqrt(np.dot(vals, vals))
+        vals /= np.sqrt((vals * vals).sum())
         return idx, vals
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -112,7 +112,9 @@ def strip_invisible(text: str) -> str:
     return text.translate(_INVISIBLE)
 
 
-_COMBINING_RUN_RE = re.compile(r"[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
+_COMBINING_RUN_RE = re.compile(
+    r"[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}"
+)
 
 
 def strip_combining_runs(text: str) -> str:
@@ -224,21 +226,35 @@ def _looks_like_text(s: str) -> bool:
     """Valid, mostly printable text with some letters (not binary noise)."""
     if len(s) < _MIN_DECODED:
         return False
-    printable = sum(1 for ch in s if ch.isprintable() or ch in "\n\r\t")
     letters = sum(1 for ch in s if ch.isalpha())
     spaces = s.count(" ") + s.count("\n")
-    if printable < 0.95 * len(s) or letters < 0.5 * len(s.replace(" ", "")):
+    if not _printable(s) or letters < 0.5 * len(s.replace(" ", "")):
         return False
     # A single long "word" of random letters is usually a mis-decode of something else.
     return spaces > 0 or len(s) <= 24
 
 
+def _printable(s: str) -> bool:
+    return bool(s) and sum(1 for ch in s if ch.isprintable() or ch in "\n\r\t") >= 0.95 * len(s)
+
+
 def _bytes_to_text(raw: bytes) -> str | None:
+    """UTF-8 text that is readable, or that is itself another encoded layer."""
     try:
         s = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return s if _looks_like_text(s) else None
+    if _looks_like_text(s):
+        return s
+    # An intermediate layer (base64 of hex, hex of base64 ...) is kept for recursion.
+    if (
+        len(s) >= 16
+        and s.isascii()
+        and _printable(s)
+        and (_HEX_RUN_RE.fullmatch(s) or _B64_RE.fullmatch(s))
+    ):
+        return s
+    return None
 
 
 def _decode_b64(token: str) -> str | None:
@@ -278,7 +294,7 @@ def _u_esc(m: re.Match[str]) -> str:
 
 def _decode_once(text: str) -> list[str]:
     out: list[str] = []
-    if len(_PCT_RE.findall(text)) >= 3:
+    if len(_PCT_RE.findall(text)) >= 2:
         out.append(unquote(text))
     if len(_HTML_REF_RE.findall(text)) >= 3:
         out.append(html.unescape(text))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PATTERN_BOOST", "PATTERNS", "match_patterns"]
+__all__ = ["PATTERNS", "PATTERN_BOOST", "match_patterns"]
 
 PATTERN_BOOST = 4.0
 
@@ -101,21 +101,58 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     }.items()
 }
 
-_QUOTES = "\"'“”‘’«»„‚‹›`「」『』"
+# Quoted spans: "...", “...”, «...», „...“, 「...」 and '...' (the last only when the
+# quote marks are not apostrophes inside words).
+_QUOTED_RE = re.compile(
+    r"\"[^\"\n]{1,400}\"|“[^”\n]{1,400}”|„[^“”\n]{1,400}[“”]|«[^»\n]{1,400}»|‹[^›\n]{1,400}›|"
+    r"「[^」\n]{1,400}」|『[^』\n]{1,400}』|‘[^’\n]{1,400}’|`[^`\n]{1,400}`|"
+    r"(?<!\w)'[^'\n]{1,400}'(?!\w)"
+)
 
 
-def _quoted(text: str, start: int, end: int) -> bool:
-    """True if the match is opened by a quotation mark (``"ignore all previous ..."``)."""
-    before = text[max(0, start - 2) : start].strip()
-    return bool(before) and before[-1] in _QUOTES
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in _QUOTED_RE.finditer(text)]
+
+
+def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(a <= start and end <= b for a, b in spans)
+
+
+# Cheap pre-filter: a pattern runs only if one of its literal stems occurs in the
+# lower-cased text (plain substring search), so most benign text costs microseconds.
+_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "override:en": ("ignor", "disregard", "forget", "overrid", "bypass", "skip", "drop",
+                    "abandon", "set aside"),
+    "override-your:en": ("ignor", "disregard", "forget", "overrid", "bypass"),
+    "new-instructions:en": ("new instructions", "your new", "from now on"),
+    "prompt-leak:en": ("prompt", "instructions", "message", "directives"),
+    "repeat-above:en": ("above",),
+    "dan:en": ("anything now", "you are", "mode"),
+    "no-rules:en": ("without", "with no", "free of", "free from", "no longer"),
+    "pwned": ("pwned",),
+    "override:de": ("ignorier", "vergiss", "vergessen", "missacht", "überspring"),
+    "forget-all:de": ("vergiss",),
+    "prompt-leak:de": ("prompt", "anweisung"),
+    "override:fr": ("ignor", "oubli", "néglig"),
+    "override:es": ("ignor", "olvid", "descart"),
+    "override:it": ("ignor", "dimentic"),
+    "override:pt": ("ignor", "esque"),
+    "override:nl": ("negeer", "vergeet"),
+}  # fmt: skip
 
 
 def match_patterns(text: str) -> list[str]:
     """Names of patterns that match ``text`` outside quotation marks."""
     hits: list[str] = []
+    low = text.lower()
+    spans: list[tuple[int, int]] | None = None
     for name, rx in PATTERNS.items():
+        if not any(t in low for t in _TRIGGERS[name]):
+            continue
         for m in rx.finditer(text):
-            if not _quoted(text, m.start(), m.end()):
+            if spans is None:
+                spans = _quoted_spans(text)
+            if not _inside(spans, m.start(), m.end()):
                 hits.append(name)
                 break
     return hits
