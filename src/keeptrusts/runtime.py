@@ -22,7 +22,7 @@ from keeptrusts.config.load import Problem, load_config
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.identity.auth import Authenticator
-from keeptrusts.identity.keys import KeyStore
+from keeptrusts.identity.keys import open_key_store
 from keeptrusts.limits import Limiter
 from keeptrusts.policies import registry as policy_registry
 from keeptrusts.policies.base import PolicyEnv
@@ -49,6 +49,9 @@ class Settings:
     max_connections: int = 1000
     admin_token: str | None = None
     redis_url: str | None = None
+    # PostgreSQL for audit events and keys shared by a fleet; None: SQLite in the state dir.
+    database_url: str | None = None
+    instance_id: str | None = None
     # OpenTelemetry exporter (otlp, console, jsonl:PATH); None disables tracing.
     otel: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +78,7 @@ class Gateway:
         self.gen = Generation(config, build_chain(config, self.env, fail_mode=settings.fail_mode))
         self.reloads: list[dict[str, Any]] = []
         self._reload_lock = asyncio.Lock()
-        self.keys = KeyStore(settings.state_dir)
+        self.keys = open_key_store(settings.state_dir, database_url=settings.database_url)
         self.auth = Authenticator(self.keys)
         self.audit: AuditSink | None = None
         self.audit_settings: dict[str, Any] = dict(config.policy.get("audit-logger", {}))
@@ -105,9 +108,12 @@ class Gateway:
             await self.limits.start()
 
         if self.audit is None:
-            self.audit = open_sink(
+            self.audit = await asyncio.to_thread(
+                open_sink,
                 self.settings.state_dir,
                 retention_days=self.audit_settings.get("retention_days", DEFAULT_RETENTION_DAYS),
+                database_url=self.settings.database_url,
+                instance_id=self.settings.instance_id,
             )
             self.metrics.watch(
                 "keeptrusts_audit_queue_depth",
@@ -240,7 +246,8 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         providers = {t.id: t.status() for t in self.config.targets}
-        breakers = self.router.breaker_states() if self.router is not None else {}
+        router = self.gen.router
+        breakers = router.breaker_states() if router is not None else {}
         # A target serves traffic if its key is set and its circuit is not open.
         serving = sum(t.available and breakers.get(t.id) != "open" for t in self.config.targets)
         if serving == 0:
@@ -249,6 +256,9 @@ class Gateway:
             status = "degraded"
         else:
             status = "healthy"
+        audit = self.audit.health() if self.audit is not None else None
+        if audit is not None and audit["status"] == "degraded" and status == "healthy":
+            status = "degraded"  # serving, but audit events are spooling to local disk
         return {
             "status": status,
             "version": __version__,
@@ -258,6 +268,7 @@ class Gateway:
             "circuit_breakers": breakers,
             "policies_loaded": list(self.config.chain),
             "requests_processed": self.requests_processed,
+            "audit": audit,
         }
 
 

@@ -105,6 +105,7 @@ class AuditSink:
         self.overflows = 0
         self.purges = 0
         self.last_error: str | None = None
+        self._failing = False
         self._last_overflow_log = 0.0
         self._retention_days: float | None = None
         self._retention_interval = 3600.0
@@ -158,6 +159,22 @@ class AuditSink:
     @property
     def queue_depth(self) -> int:
         return len(self._q) + len(self._pending)
+
+    @property
+    def degraded(self) -> bool:
+        """True while events do not reach the store as they should: its writes are failing
+        (events held in memory), or it is spooling them locally (database unreachable)."""
+        return bool(self._failing or getattr(self.store, "degraded", False))
+
+    def health(self) -> dict[str, Any]:
+        """For ``/health``: ``status`` ok or degraded, and the store's own report."""
+        store_health = getattr(self.store, "health", None)
+        return {
+            "status": "degraded" if self.degraded else "ok",
+            "queue_depth": self.queue_depth,
+            "last_error": self.last_error if self._failing else None,
+            **(store_health() if callable(store_health) else {}),
+        }
 
     @property
     def overloaded(self) -> bool:
@@ -332,6 +349,7 @@ class AuditSink:
                 failures += 1
                 self.errors += 1
                 self.last_error = repr(exc)
+                self._failing = True
                 delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (failures - 1))
                 log.error(
                     "AUDIT WRITE FAILED (attempt %d): %r; %d event(s) held in memory, "
@@ -350,6 +368,7 @@ class AuditSink:
             if failures:
                 log.warning("audit writes recovered after %d failed attempt(s)", failures)
                 failures = 0
+            self._failing = False
             done, self._pending = self._pending, []
             self._finish(done, head.seq - len(events))
             if time.monotonic() - self._last_head_sync >= HEAD_SYNC_INTERVAL:
@@ -482,10 +501,15 @@ def open_sink(
     *,
     strict: bool = False,
     retention_days: float | None = None,
+    database_url: str | None = None,
+    instance_id: str | None = None,
     **options: Any,
 ) -> AuditSink:
-    """The gateway's audit sink on ``<state_dir>/audit.db``, retention started if asked."""
-    sink = AuditSink(open_store(state_dir), strict=strict, **options)
+    """The gateway's audit sink, retention started if asked: on ``<state_dir>/audit.db``,
+    or on PostgreSQL when ``database_url`` is given (spooling to the state dir during an
+    outage)."""
+    store = open_store(state_dir, database_url=database_url, instance_id=instance_id)
+    sink = AuditSink(store, strict=strict, **options)
     if retention_days:
         sink.start_retention(retention_days)
     return sink

@@ -524,8 +524,21 @@ class SQLiteAuditStore:
                 self._conn = None
 
 
-def open_store(state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
-    """The configured audit store (today: SQLite in the state dir)."""
+def open_store(
+    state_dir: Path | str,
+    *,
+    readonly: bool = False,
+    database_url: str | None = None,
+    instance_id: str | None = None,
+) -> AuditStore:
+    """The configured audit store: PostgreSQL when ``database_url`` is given (the state dir
+    then holds only its outage spool), else SQLite in the state dir."""
+    if database_url:
+        from keeptrusts.audit.postgres import PostgresAuditStore
+
+        return PostgresAuditStore(
+            database_url, state_dir=state_dir, readonly=readonly, instance_id=instance_id
+        )
     return SQLiteAuditStore(state_dir, readonly=readonly)
 
 

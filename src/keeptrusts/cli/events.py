@@ -2,12 +2,15 @@
 
 By default the commands read the local log (``<state_dir>/audit.db``, read-only). With
 ``--gateway URL``, or after ``kt auth login``, they read the running gateway's admin API
-instead (``--local`` forces the local log).
+instead (``--local`` forces the local log). With ``--database-url`` (or
+``$KEEPTRUSTS_DATABASE_URL``, unless ``--local``) they read the PostgreSQL audit log that
+a fleet of gateways shares: every chain, and ``verify`` checks each of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -21,10 +24,12 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 
-from keeptrusts.audit.chain import Head, record_from_event, verify
+from keeptrusts.audit.chain import Head, VerifyResult, record_from_event, verify
+from keeptrusts.audit.pgdb import DatabaseError
 from keeptrusts.audit.query import VERDICTS, EventQuery, parse_time
 from keeptrusts.audit.store import AuditStoreMissing, SQLiteAuditStore
 from keeptrusts.cli.auth import AdminClient, AdminError, resolve_admin_client, state_dir_of
+from keeptrusts.cli.db import add_database_url, database_url_of
 
 TABLE_COLUMNS = ("TIME", "ID", "VERDICT", "REASON", "MODEL", "TARGET", "ROLE")
 # Widths for ``tail``, which prints rows before it has seen them all.
@@ -106,6 +111,37 @@ class LocalSource:
         return {**result.to_dict(), "summary": result.summary()}
 
 
+class PostgresSource:
+    """The shared audit log in PostgreSQL (read-only)."""
+
+    def __init__(self, url: str) -> None:
+        from keeptrusts.audit.postgres import PostgresAuditStore
+
+        try:
+            self.store = PostgresAuditStore(url, readonly=True)
+        except DatabaseError as exc:
+            raise CliError(str(exc)) from None
+
+    def list(self, query: EventQuery) -> list[dict[str, Any]]:
+        with _database_errors(self.store.location):
+            return self.store.list_events(query)
+
+    def verify(self) -> dict[str, Any]:
+        with _database_errors(self.store.location):
+            result = self.store.verify()
+        return {**result.to_dict(), "summary": result.summary()}
+
+
+@contextlib.contextmanager
+def _database_errors(location: str) -> Iterator[None]:
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.Error, DatabaseError) as exc:
+        raise CliError(f"cannot read {location}: {str(exc).strip() or exc!r}") from None
+
+
 class RemoteSource:
     def __init__(self, client: AdminClient) -> None:
         self.client = client
@@ -120,12 +156,24 @@ class RemoteSource:
 
 
 def open_source(args: argparse.Namespace) -> Source:
+    """``--gateway``, else ``--database-url`` (or its variable, unless ``--local``), else the
+    gateway logged in to with ``kt auth login`` (unless ``--local``), else the local log."""
+    url = None if args.gateway else database_url_of(args, env=not args.local)
+    if url:
+        return PostgresSource(url)
     state_dir = state_dir_of(args)
     try:
         client = resolve_admin_client(state_dir, args.gateway, local=args.local)
     except AdminError as exc:
         raise CliError(str(exc)) from None
     return RemoteSource(client) if client else LocalSource(state_dir)
+
+
+def cursor_of(event: dict[str, Any]) -> int:
+    """Where paging continues after ``event``: its ``pos`` in a PostgreSQL log (where
+    ``seq`` numbers each chain on its own), else its ``seq``."""
+    pos = event.get("pos")
+    return pos if isinstance(pos, int) else event["seq"]
 
 
 def iter_events(source: Source, query: EventQuery) -> Iterator[dict[str, Any]]:
@@ -136,7 +184,7 @@ def iter_events(source: Source, query: EventQuery) -> Iterator[dict[str, Any]]:
         yield from page
         if len(page) < _PAGE:
             return
-        after = page[-1]["seq"]
+        after = cursor_of(page[-1])
 
 
 # -- formatting -------------------------------------------------------------------------------
@@ -243,7 +291,12 @@ def _source(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="read a running gateway's admin API (token: kt auth login or $KEEPTRUSTS_ADMIN_TOKEN)",
     )
-    p.add_argument("--local", action="store_true", help="read the local log even if logged in")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="read the local log even if logged in or $KEEPTRUSTS_DATABASE_URL is set",
+    )
+    add_database_url(p)
 
 
 def _filters(p: argparse.ArgumentParser, *, until: bool) -> None:
@@ -315,7 +368,9 @@ def run_tail(args: argparse.Namespace) -> int:
     waiting = False
     while True:
         try:
-            head = source.list(EventQuery(limit=1))
+            # A cursor query: in PostgreSQL it stops before rows still being written, so
+            # following from here skips nothing.
+            head = source.list(EventQuery(limit=1, after_seq=0))
             break
         except CliError as exc:
             if not isinstance(source, LocalSource):
@@ -326,12 +381,14 @@ def run_tail(args: argparse.Namespace) -> int:
             if expired():
                 return 0
             time.sleep(args.interval)
-    last_seq = head[0]["seq"] if head else 0
+    last_seq = cursor_of(head[0]) if head else 0
     filters = {"verdict": args.verdict, "model": args.model}
     if not args.json:
         out.write(_fixed(TABLE_COLUMNS) + "\n")
     if args.limit > 0:
-        backlog = source.list(EventQuery(since=args.since, limit=args.limit, **filters))
+        backlog = source.list(
+            EventQuery(since=args.since, limit=args.limit, before_seq=last_seq + 1, **filters)
+        )
         for ev in reversed(backlog):
             emit(ev)
     out.flush()
@@ -342,7 +399,7 @@ def run_tail(args: argparse.Namespace) -> int:
                 EventQuery(since=args.since, after_seq=last_seq, order="asc", limit=_PAGE)
             )
             for ev in new:
-                last_seq = ev["seq"]
+                last_seq = cursor_of(ev)
                 if all(v is None or ev.get(k) == v for k, v in filters.items()):
                     emit(ev)
             out.flush()
@@ -367,6 +424,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def write_export(events: Iterator[dict[str, Any]], out: TextIO, fmt: str) -> int:
+    """Events as stored (the hashed fields and ``hash``; a read cursor is left out)."""
+    events = ({k: v for k, v in ev.items() if k != "pos"} for ev in events)
     n = 0
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
@@ -399,7 +458,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def verify_export(path: Path) -> dict[str, Any]:
-    """Check the links and hashes inside a JSONL export (not what lies outside its range)."""
+    """Check the links and hashes inside a JSONL export (not what lies outside its range).
+
+    An export of a PostgreSQL log interleaves several chains: each is checked on its own.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -408,12 +470,29 @@ def verify_export(path: Path) -> dict[str, Any]:
         events = [orjson.loads(line) for line in io.BytesIO(raw) if line.strip()]
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{path} is not JSONL: {exc}") from None
+    chains: dict[Any, list[Any]] = {}
+    for ev in events:
+        chains.setdefault(ev.get("chain_id") if isinstance(ev, dict) else None, []).append(ev)
+    results = [_verify_segment(segment) for segment in chains.values()] or [_verify_segment([])]
+    if len(results) == 1:
+        result = results[0]
+        return {**result.to_dict(), "summary": result.summary()}
+    bad = next((r for r in results if not r.ok), None)
+    total = sum(r.checked for r in results)
+    if bad is None:
+        summary = f"ok: {total} events verified in {len(results)} chains"
+        body = {"ok": True, "checked": total}
+    else:
+        body = {**bad.to_dict(), "checked": total}
+        summary = bad.summary()
+    return {**body, "chains": [r.to_dict() for r in results], "summary": summary}
+
+
+def _verify_segment(events: list[Any]) -> VerifyResult:
     start = None
     if events and isinstance(events[0], dict) and isinstance(events[0].get("seq"), int):
         first = events[0]
         start = Head(str(first.get("chain_id")), first["seq"] - 1, str(first.get("prev_hash")))
         if start.seq == 0:
             start = None
-    records = (record_from_event(ev) for ev in events)
-    result = verify(records, start, trust_checkpoint=True)
-    return {**result.to_dict(), "summary": result.summary()}
+    return verify((record_from_event(ev) for ev in events), start, trust_checkpoint=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from keeptrusts import __version__
+from keeptrusts.audit.pgdb import DATABASE_URL_ENV, DatabaseError
 from keeptrusts.cli.common import default_state_dir, ensure_state_dir, parse_listen
 from keeptrusts.config.load import ConfigError, load_or_raise
 from keeptrusts.runtime import DEFAULT_MAX_BODY_BYTES, Gateway, NotImplementedPolicy, Settings
@@ -57,6 +58,15 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
         help="OpenTelemetry traces: otlp (OTEL_EXPORTER_OTLP_* settings), console or "
         "jsonl:PATH; needs keeptrusts[otel]",
     )
+    run.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL for audit events and keys shared by a fleet (default "
+        f"${DATABASE_URL_ENV}; "
+        "else SQLite in the state dir); run `kt db migrate` first",
+    )
+    run.add_argument("--instance-id", default=None, help="this gateway's name in the audit log")
     run.set_defaults(func=run_gateway)
 
 
@@ -80,10 +90,12 @@ def run_gateway(args: argparse.Namespace) -> int:
         admin_token=load_or_create_admin_token(state_dir),
         redis_url=args.redis_url,
         otel=args.otel,
+        database_url=args.database_url or os.environ.get(DATABASE_URL_ENV) or None,
+        instance_id=args.instance_id,
     )
     try:
         gateway = Gateway(config, settings)
-    except (NotImplementedPolicy, TracingUnavailable) as exc:
+    except (NotImplementedPolicy, TracingUnavailable, DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _print_banner(gateway, host, port)

@@ -1,15 +1,19 @@
-"""``kt keys``: create, list and revoke gateway keys in the state dir."""
+"""``kt keys``: create, list and revoke gateway keys, in the state dir or, with
+``--database-url`` / ``$KEEPTRUSTS_DATABASE_URL``, in PostgreSQL (shared by a fleet)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from keeptrusts.audit.pgdb import DatabaseError
 from keeptrusts.cli.common import default_state_dir
-from keeptrusts.identity.keys import KeyStore
+from keeptrusts.cli.db import add_database_url, database_url_of
+from keeptrusts.identity.keys import KeyStoreProtocol, open_key_store
 
 
 def add_commands(groups: argparse._SubParsersAction) -> None:
@@ -26,13 +30,30 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
     revoke.set_defaults(func=_revoke)
     for p in (create, lst, revoke):
         p.add_argument("--state-dir", default=None)
+        add_database_url(p)
         p.add_argument("--json", action="store_true")
 
 
-def _store(args: argparse.Namespace) -> KeyStore:
-    return KeyStore(Path(args.state_dir).expanduser() if args.state_dir else default_state_dir())
+def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Database errors (unreachable, schema not migrated) are one line, exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except DatabaseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    run.__name__ = fn.__name__
+    return run
 
 
+def _store(args: argparse.Namespace) -> KeyStoreProtocol:
+    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    return open_key_store(state_dir, database_url=database_url_of(args))
+
+
+@_guarded
 def _create(args: argparse.Namespace) -> int:
     rec, key = _store(args).create(role=args.role, name=args.name)
     if args.json:
@@ -48,6 +69,7 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
 
 
+@_guarded
 def _list(args: argparse.Namespace) -> int:
     records = _store(args).list()
     if args.json:
@@ -61,6 +83,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_guarded
 def _revoke(args: argparse.Namespace) -> int:
     if not _store(args).revoke(args.id):
         print(f"error: no active key with id {args.id}", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from keeptrusts import __version__
-from keeptrusts.cli import auth, events, gateway, keys, lint
+from keeptrusts.cli import auth, db, events, gateway, keys, lint
 from keeptrusts.cli import doctor as doctor_cli
 from keeptrusts.cli import migrate as migrate_cli
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_commands(groups)
     events.add_commands(groups)
     auth.add_commands(groups)
+    db.add_commands(groups)
     migrate_cli.add_commands(groups)
     doctor_cli.add_commands(groups)
     return parser

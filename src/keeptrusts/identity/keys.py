@@ -13,6 +13,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 KEY_PREFIX = "kt_gk_"
 _SCHEMA = """
@@ -43,6 +44,32 @@ class KeyRecord:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStoreProtocol(Protocol):
+    """What the CLI and the gateway's authenticator need from a key backend. ``active`` and
+    ``version`` are called on the request path: they must be cheap (no network I/O)."""
+
+    def create(self, *, role: str, name: str | None = None) -> tuple[KeyRecord, str]: ...
+
+    def list(self) -> list[KeyRecord]: ...
+
+    def revoke(self, key_id: str) -> bool: ...
+
+    def active(self) -> dict[str, KeyRecord]: ...
+
+    def version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_key_store(state_dir: Path, *, database_url: str | None = None) -> KeyStoreProtocol:
+    """Keys in PostgreSQL when ``database_url`` is given, else ``<state_dir>/keys.db``."""
+    if database_url:
+        from keeptrusts.identity.postgres import PostgresKeyStore
+
+        return PostgresKeyStore(database_url)
+    return KeyStore(state_dir)
 
 
 class KeyStore:
