@@ -151,3 +151,74 @@ def test_gateway_keeps_serving_through_a_database_outage(
     assert order == rids  # sequential requests: chain order is request order
     assert kt(["events", "verify", "--database-url", db_url]) == 0
     assert "AUDIT DATABASE UNAVAILABLE" in gw.log()
+
+
+def _strict_limited_config(tmp_path: Path, prefix: str) -> Path:
+    return write_yaml(
+        tmp_path / "fleet-limits.yaml",
+        {
+            "pack": {"name": "fleet", "version": "1.0.0", "enabled": True},
+            "providers": {"targets": [{"id": "demo", "provider": "demo", "model": "demo"}]},
+            "policies": {"chain": ["audit-logger"]},
+            "policy": {"audit-logger": {"durability": "strict"}},
+            "limits": {"key_prefix": prefix, "keys": {"fleet-bot": {"requests_per_minute": 60}}},
+        },
+    )
+
+
+def test_fleet_shares_limits_and_a_sigkill_loses_no_acknowledged_event(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two gateways on one PostgreSQL and one Redis: a 60 rpm key gets exactly 60 successes
+    across both; one gateway is killed with SIGKILL under load, and every request that was
+    answered (strict durability) still has its event, and every chain verifies."""
+    redis = pytest.importorskip("redis")
+    redis_url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    prefix = f"kt-test-{uuid.uuid4().hex[:8]}:"
+    assert kt(["keys", "create", "--role", "bot", "--name", "fleet-bot", "--json",
+               "--database-url", db_url]) == 0  # fmt: skip
+    key = json.loads(capsys.readouterr().out)["key"]
+    config = _strict_limited_config(tmp_path, prefix)
+    gws = []
+    for name in ("gw-1", "gw-2"):
+        (tmp_path / name).mkdir()
+        gws.append(start_gateway(
+            tmp_path / name, [config], env={**FAKE_KEYS, "KEEPTRUSTS_ADMIN_TOKEN": "adm"},
+            extra_args=["--database-url", db_url, "--instance-id", name,
+                        "--redis-url", redis_url],
+        ))  # fmt: skip
+    answered: list[str] = []
+    try:
+        jobs = [(gws[i % 2], f"lim-{i:03d}") for i in range(120)]
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda j: _send(j[0], j[1], key), jobs))
+        assert codes.count(200) == 60 and codes.count(429) == 60, codes
+        answered += [rid for (_, rid), code in zip(jobs, codes, strict=True) if code == 200]
+
+        # Load without a limit, then SIGKILL the second gateway in the middle of it.
+        def fire(i: int) -> tuple[str, int]:
+            rid = f"kill-{i:03d}"
+            try:
+                return rid, _send(gws[i % 2], rid)
+            except httpx.HTTPError:
+                return rid, 0
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(fire, i) for i in range(200)]
+            time.sleep(0.3)
+            gws[1].proc.kill()
+            results = [f.result() for f in futures]
+        answered += [rid for rid, code in results if code == 200]
+        assert any(code == 0 for _, code in results)  # the kill really hit requests
+    finally:
+        assert gws[0].stop() == 0, gws[0].log()
+        gws[1].stop()
+    audited = _audited(db_url)
+    missing = [rid for rid in answered if rid not in audited]
+    assert not missing, missing[:5]
+    capsys.readouterr()
+    assert kt(["events", "verify", "--database-url", db_url]) == 0, capsys.readouterr()
