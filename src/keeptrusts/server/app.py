@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from keeptrusts.console import add_console_routes
 from keeptrusts.errors import GatewayError
 from keeptrusts.server.admin import add_admin_routes
 from keeptrusts.server.chat import chat_completions
@@ -84,6 +85,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
+    add_console_routes(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
 
     async def lifecycle(_: web.Application):  # type: ignore[no-untyped-def]
