@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,9 @@ class Settings:
     instance_id: str | None = None
     # OpenTelemetry exporter (otlp, console, jsonl:PATH); None disables tracing.
     otel: str | None = None
+    # Worker processes serving this config (``kt gateway run --workers``); > 1 forbids
+    # in-process limit counters (each worker would count alone).
+    workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +89,8 @@ class Gateway:
         self.metrics = Metrics()
         self.limits = Limiter.from_config(config.limits, settings.redis_url)
         self.tracing = Tracing(settings.otel) if settings.otel else None
+        # Called after every reload with (who, ok); the ``--workers`` mode fans reloads out.
+        self.on_reload: Callable[[str, bool], None] | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -115,11 +121,12 @@ class Gateway:
                 database_url=self.settings.database_url,
                 instance_id=self.settings.instance_id,
             )
-            self.metrics.watch(
-                "keeptrusts_audit_queue_depth",
-                "Audit events waiting to be written",
-                lambda: self.audit.queue_depth if self.audit else 0,
-            )
+        # A worker process (--workers > 1) is given its sink (a RemoteSink) before start.
+        self.metrics.watch(
+            "keeptrusts_audit_queue_depth",
+            "Audit events waiting to be written",
+            lambda: self.audit.queue_depth if self.audit else 0,
+        )
 
     @property
     def config(self) -> GatewayConfig:
@@ -164,6 +171,8 @@ class Gateway:
             self.reloads.append(entry)
             if self.audit is not None:
                 self.audit.submit(reload_event(entry))
+            if self.on_reload is not None:
+                self.on_reload(who, ok)
             return ok, problems
 
     def _build(self, sources: tuple[str, ...]) -> tuple[Any, list[Problem]]:
@@ -174,6 +183,9 @@ class Gateway:
             chain = build_chain(config, self.env, fail_mode=self.settings.fail_mode)
         except (NotImplementedPolicy, ValueError) as exc:
             return None, [*problems, Problem("error", sources[-1], 0, "policies", str(exc))]
+        refusal = workers_limits_problem(config, self.settings)
+        if refusal is not None:
+            return None, [*problems, Problem("error", sources[-1], 0, "limits", refusal)]
         return (config, chain), problems
 
     async def close(self) -> None:
@@ -270,6 +282,26 @@ class Gateway:
             "requests_processed": self.requests_processed,
             "audit": audit,
         }
+
+
+def workers_limits_problem(config: GatewayConfig, settings: Settings) -> str | None:
+    """Why ``config`` cannot run on ``settings.workers`` > 1 processes, or None.
+
+    Limit counters kept in process would be per worker: N workers would let N times the
+    configured rate and budget through. Several workers need the counters in Redis.
+    """
+    if settings.workers <= 1:
+        return None
+    limiter = Limiter.from_config(config.limits, settings.redis_url)
+    if limiter is None or limiter.backend.kind == "redis":
+        return None
+    n = settings.workers
+    return (
+        f"--workers {n} with a `limits` section keeping its counters in process: each "
+        f"worker would count alone, letting {n}x the configured limits through. Keep the "
+        "counters in Redis (--redis-url, KEEPTRUSTS_REDIS_URL or limits.redis_url), or run "
+        "with --workers 1"
+    )
 
 
 def build_chain(config: GatewayConfig, env: PolicyEnv, *, fail_mode: str) -> Chain:

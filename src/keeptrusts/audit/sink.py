@@ -138,13 +138,7 @@ class AuditSink:
         With ``timeout``, raise :class:`AuditUnavailable` if that takes longer (the event
         stays queued and is still written). Cancelling the caller does not unqueue it.
         """
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._q.append((event, fut))
-        self._wake.set()
-        if len(self._q) >= self.max_queue:
-            self._overflow()
-        if self._closed:
-            self._drain_late()
+        fut = self.submit_future(event)
         waiter = asyncio.shield(asyncio.wrap_future(fut))
         if timeout is None:
             return await waiter
@@ -155,6 +149,22 @@ class AuditSink:
                 f"audit record not committed within {timeout:g}s "
                 f"({self.queue_depth} events queued; last error: {self.last_error})"
             ) from None
+
+    def submit_future(self, event: Mapping[str, Any] | None) -> concurrent.futures.Future:
+        """Queue ``event`` now and return a future for its ``seq``, set once its batch is
+        committed; ``None`` queues a flush marker (its future gets the batch's last seq).
+
+        Synchronous, so a caller outside the event loop (the ``--workers`` supervisor
+        feeding events from worker processes) keeps its submission order.
+        """
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._q.append((event, fut))
+        self._wake.set()
+        if len(self._q) >= self.max_queue:
+            self._overflow()
+        if self._closed:
+            self._drain_late()
+        return fut
 
     @property
     def queue_depth(self) -> int:

@@ -1,4 +1,8 @@
-"""``kt gateway run``: load the config, bind, serve, drain on SIGINT/SIGTERM."""
+"""``kt gateway run``: load the config, bind, serve, drain on SIGINT/SIGTERM.
+
+With ``--workers N`` (N > 1) the process supervises N workers on one socket and writes
+their audit events (``keeptrusts.server.workers``); N = 1 serves here, in this process.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,13 @@ from keeptrusts import __version__
 from keeptrusts.audit.pgdb import DATABASE_URL_ENV, DatabaseError
 from keeptrusts.cli.common import default_state_dir, ensure_state_dir, parse_listen
 from keeptrusts.config.load import ConfigError, load_or_raise
-from keeptrusts.runtime import DEFAULT_MAX_BODY_BYTES, Gateway, NotImplementedPolicy, Settings
+from keeptrusts.runtime import (
+    DEFAULT_MAX_BODY_BYTES,
+    Gateway,
+    NotImplementedPolicy,
+    Settings,
+    workers_limits_problem,
+)
 from keeptrusts.server.admin import load_or_create_admin_token
 from keeptrusts.server.app import build_app
 from keeptrusts.tracing import TracingUnavailable
@@ -67,7 +77,25 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
         "else SQLite in the state dir); run `kt db migrate` first",
     )
     run.add_argument("--instance-id", default=None, help="this gateway's name in the audit log")
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="serve on N processes sharing the port and one audit log (default 1: one "
+        "process); N > 1 needs Redis for a `limits` section",
+    )
     run.set_defaults(func=run_gateway)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return n
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -80,6 +108,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         return 1
     for p in problems:
         print(p, file=sys.stderr)
+    workers = getattr(args, "workers", 1)
     state_dir = ensure_state_dir(
         Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
     )
@@ -92,12 +121,30 @@ def run_gateway(args: argparse.Namespace) -> int:
         otel=args.otel,
         database_url=args.database_url or os.environ.get(DATABASE_URL_ENV) or None,
         instance_id=args.instance_id,
+        workers=workers,
     )
+    refusal = workers_limits_problem(config, settings)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 1
     try:
         gateway = Gateway(config, settings)
     except (NotImplementedPolicy, TracingUnavailable, DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if workers > 1:
+        from keeptrusts.server.workers import run_supervisor
+
+        return run_supervisor(
+            gateway,
+            host=host,
+            port=port,
+            policy_config=args.policy_config,
+            workers=workers,
+            drain=args.drain_seconds,
+            log_level=args.log_level,
+            banner=_print_banner,
+        )
     _print_banner(gateway, host, port)
     try:
         import uvloop
