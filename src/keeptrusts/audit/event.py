@@ -7,7 +7,7 @@ are added by the store when the event is written.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,8 @@ _POLICY_STATUSES = {403, 409}
 def new_event_id() -> str:
     """A time-ordered id: 48-bit milliseconds then 80 random bits, like UUIDv7."""
     ms = int(time.time() * 1000)
-    return f"evt_{ms:012x}{os.urandom(10).hex()}"
+    # Ids must be unique, not secret (the hash chain protects the log): no syscall needed.
+    return f"evt_{ms:012x}{random.getrandbits(80):020x}"
 
 
 def iso_utc(ts: float) -> str:

@@ -61,8 +61,17 @@ class Metrics:
             "keeptrusts_tokens", "Tokens by model and kind", ["model", "kind"], registry=r
         )
         self.in_flight = Gauge("keeptrusts_in_flight_requests", "Requests in progress", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._live = _LiveCollector()
         r.register(self._live)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: labels() takes a lock on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def watch(self, name: str, doc: str, read: Callable[[], Any]) -> None:
         """Expose a live value, read at scrape time (e.g. the audit queue depth)."""
@@ -71,19 +80,23 @@ class Metrics:
     def observe(self, ctx: RequestContext) -> None:
         verdict, _, _ = decide_verdict(ctx)
         target = ctx.target.id if ctx.target else ""
-        self.requests.labels(ctx.endpoint, ctx.model, target, str(ctx.status), verdict).inc()
-        self.latency.labels(ctx.endpoint).observe(ctx.elapsed_ms() / 1000.0)
+        child = self._child
+        # Only models the gateway serves become label values: a client sending random
+        # names must not grow the series (and this process's memory) without bound.
+        model = ctx.model if ctx.route is not None else "unknown"
+        child(self.requests, ctx.endpoint, model, target, str(ctx.status), verdict).inc()
+        child(self.latency, ctx.endpoint).observe(ctx.elapsed_ms() / 1000.0)
         for a in ctx.attempts:
-            self.upstream.labels(a.target_id).observe(a.latency_ms / 1000.0)
+            child(self.upstream, a.target_id).observe(a.latency_ms / 1000.0)
         for p in ctx.policy_results:
-            self.policy_verdicts.labels(p.name, p.phase, p.verdict).inc()
+            child(self.policy_verdicts, p.name, p.phase, p.verdict).inc()
             if p.verdict != "skipped":
-                self.policy.labels(p.name, p.phase).observe(p.latency_ms / 1000.0)
+                child(self.policy, p.name, p.phase).observe(p.latency_ms / 1000.0)
         usage = ctx.usage or {}
         for kind in ("prompt_tokens", "completion_tokens"):
             n = usage.get(kind)
             if isinstance(n, int) and n > 0:
-                self.tokens.labels(ctx.model, kind).inc(n)
+                child(self.tokens, model, kind).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
