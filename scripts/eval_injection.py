@@ -16,7 +16,10 @@ It also times ``score()`` on ~50-word and ~1,000-word prompts (median and p95).
 
 Scoring uses the full detector (normalisation, decoding, windows, patterns). The
 shipped artifact is used for dev/--file; LSO folds use freshly trained weights,
-quantised to float16 like the artifact.
+quantised to float16 like the artifact, and the evaluated artifact's score calibration
+(``meta["calibration"]``, a monotone map), so thresholds mean the same as in production.
+``--save-oof`` writes the folds' raw (uncalibrated) logits, which
+``scripts/train_injection.py --calibrate-from`` turns into that calibration.
 """
 
 from __future__ import annotations
@@ -142,27 +145,52 @@ def timing(det: InjectionDetector, data: Path) -> None:
         print(f"  {n:5d} words ({len(text)} chars): median {med:.2f} ms, p95 {p95:.2f} ms")
 
 
-def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], folds, args) -> None:
+def _calibrated(raw: np.ndarray, cal: dict) -> np.ndarray:
+    """Apply ``sigmoid(scale * logit + shift)`` to uncalibrated scores."""
+    z = np.log(np.clip(raw, 1e-15, 1 - 1e-15) / np.clip(1 - raw, 1e-15, 1))
+    return 1 / (1 + np.exp(-(cal.get("scale", 1.0) * z + cal.get("shift", 0.0))))
+
+
+def run_lso(
+    train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], folds, args, cal: dict
+) -> None:
     everything = train + dev + dev_extra
-    fz = HashingFeaturizer(n_bits=args.bits)
+    oof_z: list[np.ndarray] = []
+    oof_fold: list[str] = []
+    fz = args.featurizer
     all_y: list[np.ndarray] = []
     all_s: list[np.ndarray] = []
     summary: list[tuple[str, dict, dict, int, int]] = []
     cache: dict = {}
     ablation: dict[str, list[tuple[dict, int, int]]] = {}
+    saved = None
+    if args.lso_from:
+        with np.load(args.lso_from, allow_pickle=False) as z:
+            saved = {k: z[k] for k in ("logit", "label", "fold")}
     for name in folds:
         groups = LSO_FOLDS[name]
-        print(f"\n[LSO] training without {name} ...", file=sys.stderr)
-        rows = tr.build_training_set(train, exclude=groups)
-        coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed, cache=cache)
-        coef16 = coef.astype(np.float16).astype(np.float32)
-        det = InjectionDetector(coef16, intercept, fz)
-        test = [r for r in everything if r.group in groups]
-        y = np.array([r.label for r in test])
-        s = score_rows(det, [r.text for r in test])
+        if saved is not None:  # re-report saved out-of-fold logits with this calibration
+            m = saved["fold"] == name
+            y, z = saved["label"][m], saved["logit"][m]
+            raw = 1 / (1 + np.exp(-z))
+        else:
+            print(f"\n[LSO] training without {name} ...", file=sys.stderr)
+            rows = tr.build_training_set(train, exclude=groups)
+            coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed, cache=cache, cap=args.cap)
+            coef16 = coef.astype(np.float16).astype(np.float32)
+            det = InjectionDetector(coef16, intercept, fz)  # uncalibrated: raw logits
+            test = [r for r in everything if r.group in groups]
+            y = np.array([r.label for r in test])
+            raw = score_rows(det, [r.text for r in test])
+            z = np.log(np.clip(raw, 1e-15, 1 - 1e-15) / np.clip(1 - raw, 1e-15, 1))
+        oof_z.append(z)
+        oof_fold += [name] * len(y)
+        s = _calibrated(raw, cal)
         for variant, kwargs in ABLATIONS.items():
+            if args.no_ablation or saved is not None:
+                break
             v_det = InjectionDetector(coef16, intercept, fz, **kwargs)
-            v_s = score_rows(v_det, [r.text for r in test])
+            v_s = _calibrated(score_rows(v_det, [r.text for r in test]), cal)
             ablation.setdefault(variant, []).append(
                 (metrics(y, v_s, 0.8), int((y == 1).sum()), int((y == 0).sum()))
             )
@@ -189,6 +217,11 @@ def run_lso(train: list[tr.Row], dev: list[tr.Row], dev_extra: list[tr.Row], fol
         f"  macro mean over folds @0.8: recall {np.mean(rec):.3f} ({len(rec)} folds),"
         f" FPR {np.mean(fpr):.3f} ({len(fpr)} folds)"
     )
+    if args.save_oof:
+        np.savez(args.save_oof, logit=np.concatenate(oof_z), label=y, fold=np.array(oof_fold))
+        print(f"\nwrote out-of-fold raw logits to {args.save_oof}", file=sys.stderr)
+    if not ablation:
+        return
     print("\nLayer ablation (same folds, threshold 0.8): macro recall / macro FPR")
     for variant, res in ablation.items():
         v_rec = np.mean([m["R"] for m, npos, _ in res if npos])
@@ -214,8 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dev", action="store_true", help="skip the dev-set evaluation")
     ap.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     ap.add_argument("--by-source", action="store_true", help="dev metrics per source group")
-    ap.add_argument("--C", type=float, default=8.0, help="LSO: regularisation (as training)")
-    ap.add_argument("--bits", type=int, default=20, help="LSO: hash bits (as training)")
+    ap.add_argument("--no-ablation", action="store_true", help="LSO: skip the layer ablation")
+    ap.add_argument("--save-oof", type=Path, default=None, help="LSO: write raw OOF logits (.npz)")
+    ap.add_argument(
+        "--lso-from",
+        type=Path,
+        default=None,
+        help="LSO: report saved OOF logits (.npz from --save-oof) instead of retraining",
+    )
+    ap.add_argument(
+        "--C", type=float, default=None, help="LSO: regularisation (default: the artifact's)"
+    )
+    ap.add_argument("--bits", type=int, default=None, help="LSO: hash bits (default: artifact's)")
     ap.add_argument("--seed", type=int, default=tr.SEED)
     args = ap.parse_args(argv)
 
@@ -240,12 +283,22 @@ def main(argv: list[str] | None = None) -> int:
         report(str(path.name), y, score_rows(det, texts))
     if not args.no_timing:
         timing(det, args.data)
-    if args.lso:
+    if args.lso or args.lso_from:
         folds = [f.strip() for f in args.folds.split(",") if f.strip()] or list(LSO_FOLDS)
         unknown = [f for f in folds if f not in LSO_FOLDS]
         if unknown:
             ap.error(f"unknown folds: {unknown}")
-        run_lso(train, dev, dev_extra, folds, args)
+        if args.C is None:
+            args.C = float(det.meta.get("C", 8.0))
+        args.cap = int(det.meta.get("cap", 3000))
+        args.featurizer = det._fz
+        if args.bits is not None:
+            args.featurizer = HashingFeaturizer.from_dict(
+                {**det._fz.to_dict(), "n_bits": args.bits}
+            )
+        cal = det.meta.get("calibration") or {}
+        print(f"LSO: C={args.C}, featurizer {args.featurizer.to_dict()}, calibration {cal}")
+        run_lso(train, dev, dev_extra, folds, args, cal)
     return 0
 
 

@@ -1,11 +1,22 @@
 #!/usr/bin/env python3
 """Train the prompt-injection classifier shipped in ``keeptrusts.detectors.injection``.
 
-Model: hashed character 3-5-grams + word 1-2-grams (2**20 buckets, see
+Model: hashed character 3-5-grams + word 1-2-grams + cue features (2**20 buckets, see
 ``keeptrusts/detectors/injection/features.py``), L2-normalised, and an L2-regularised
 logistic regression (scikit-learn ``liblinear``, used at training time only). The
 weights are written as float16 to ``src/keeptrusts/detectors/injection/model.npz``
 (no pickle); inference needs numpy only.
+
+Score calibration (``--calibrate-from``): a monotone map ``sigmoid(scale * logit +
+shift)`` stored in the artifact's metadata. It is fitted on out-of-fold leave-source-out
+logits written by ``scripts/eval_injection.py --lso --save-oof``: ``scale`` is the Platt
+slope, and ``shift`` puts score 0.8 (the policy's default threshold) at the lowest raw
+logit whose pooled and per-source-averaged false-positive rates on held-out sources are
+both <= ``--target-fpr`` (default 2 %). Full recipe::
+
+    python scripts/train_injection.py                      # uncalibrated artifact
+    python scripts/eval_injection.py --lso --no-ablation --save-oof oof.npz
+    python scripts/train_injection.py --calibrate-from oof.npz
 
 Data (``--data``, default ``../shared/data/prompt-injection`` relative to the repo):
 
@@ -27,8 +38,11 @@ or system-prompt-like means attack"):
   "override a Java method"); pasted code from the Python standard library with a
   request around it; pasted long documents (Python's own reference docs from
   ``pydoc_data``); long multi-paragraph documents composed from benign passages of one
-  language; and 480-character windows of long benign texts (the detector also scores
-  long inputs window by window).
+  language; long multi-section system prompts / meta-prompts, "I want you to act as ..."
+  persona requests (six languages) and instruction-following requests with formatting
+  constraints ("first repeat the request word for word", "answer in lowercase ...");
+  and 480-character windows of long benign texts (the detector also scores long inputs
+  window by window).
 * Generated injection rows (seeded): templated attacks in eight languages (instruction
   override, goal hijacking, prompt extraction, DAN/developer-mode personas, fake
   system/context switches, refusal suppression, indirect "note to the AI" payloads) and
@@ -77,6 +91,7 @@ from keeptrusts.detectors.injection.normalize import normalize  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "prompt-injection"
 ARTIFACT = REPO / "src" / "keeptrusts" / "detectors" / "injection" / "model.npz"
 SEED = 20261127
+LONG_BENIGN = True  # generated long system prompts, "act as" personas, constrained requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -878,6 +893,228 @@ def generate_system_prompts(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+# Long, structured benign prompts: multi-section system prompts / "meta-prompts", persona
+# requests in the "I want you to act as ..." style, and instruction-following requests
+# with formatting constraints. Leave-source-out showed these as the main false positives
+# (they share "you must / never / your task / output only ..." wording with attacks).
+LONG_SP = {
+    "title": [
+        "# {Job} Assistant Prompt", "MASTER PROMPT: {Job}",
+        "## System Instructions for the {Job} Bot",
+        "{Job} Copilot (v{v}.{w})", "<system_configuration>\n<version>{v}.{w}</version>",
+        "Prompt: {Job} Coach", "# Context Preservation Prompt for {Job} Projects", "",
+    ],
+    "identity": [
+        "You are a **{job}** with {n} years of experience. Your sole task is to {task}.",
+        "# IDENTITY\nYou are an expert {job}. You help {org} staff {task}.",
+        "<role>You are a meticulous {job} working for {org}.</role>",
+        "Act as a senior {job}. Your job is to {task} for the user.",
+        "From now on you will act as my personal {job}. You will {task}.",
+        "ROLE: {job}\nAUDIENCE: {audience}\nTONE: {tone}",
+    ],
+    "objective": [
+        "## Objective\nHelp the user {task}. Prioritize accuracy and completeness over brevity.",
+        "## Goal\nProduce a {deliverable} that the user can use immediately.",
+        "Your output will be used by {audience}, so it must be clear and correct.",
+        "<goal>Create a {deliverable} based on the user's input.</goal>",
+    ],
+    "rule": [
+        "You must ask clarifying questions if the input is ambiguous.",
+        "Never invent sources, numbers or quotes.", "Always answer in the user's language.",
+        "Do not include personal opinions.", "Keep each section under {n}0 words.",
+        "You must follow the output format exactly; do not add extra commentary.",
+        "Only output the final {deliverable}, nothing else.", "Do not write explanations.",
+        "Use a {tone} tone throughout.", "If information is missing, write [MISSING] instead.",
+        "Never skip a step, even if it seems obvious.", "Do not repeat the user's question.",
+        "Always end with a short summary.", "Stay in character as the {job} at all times.",
+        "Do not mention that you are an AI unless asked.", "Cite the section you rely on.",
+        "Treat each requirement as a checklist item and verify it before answering.",
+        "Ignore small typos in the user's input and infer what they meant.",
+        "Respond only with valid JSON.", "Prefer bullet points over long paragraphs.",
+        "If the user asks something outside {domain}, politely say it is out of scope.",
+    ],
+    "workflow": [
+        "## Workflow\n1. Read the user's input carefully.\n2. Identify the key {thing}.\n"
+        "3. Draft the {deliverable}.\n4. Review it against the rules above.\n5. Output it.",
+        "### Steps\n- Step 1: ask for the {thing}\n- Step 2: analyse it\n"
+        "- Step 3: propose improvements\n- Step 4: wait for feedback before continuing",
+        "<process>\n  <step>Summarize the request</step>\n  <step>List assumptions</step>\n"
+        "  <step>Deliver the {deliverable}</step>\n</process>",
+    ],
+    "format": [
+        "## Output Format\n```\nTITLE:\nSUMMARY:\nDETAILS:\nNEXT STEPS:\n```",
+        "Output format: a Markdown table with the columns {thing}, Issue, Fix.",
+        "Return JSON: {{\"{thing}\": string, \"score\": number, \"notes\": string}}",
+        "<output_format>\n  <section>Overview</section>\n  <section>Analysis</section>\n"
+        "</output_format>",
+        "Format every answer as: **Answer** - **Why** - **Example**.",
+    ],
+    "close": [
+        "Begin by asking me for the {thing}.", "My first request is: help me with my {thing}.",
+        "Reply with \"Ready\" if you understand, then wait for my input.",
+        "Start now by introducing yourself in one sentence.", "</system_configuration>", "",
+    ],
+}  # fmt: skip
+LONG_SP_FILL = {
+    "job": ["copy editor", "data scientist", "product manager", "travel planner", "nutrition coach",
+            "legal assistant", "UX writer", "teacher", "marketing strategist", "research assistant",
+            "screenwriter", "DevOps engineer", "recruiter", "financial analyst", "game designer"],
+    "task": ["improve their writing", "plan a product launch", "analyse survey results",
+             "write lesson plans", "review code for readability", "draft job descriptions",
+             "summarize long reports", "design a weekly meal plan", "outline a novel"],
+    "audience": ["busy executives", "beginners", "high-school students", "engineers", "customers"],
+    "tone": ["friendly", "formal", "concise", "encouraging", "neutral"],
+    "deliverable": ["report", "lesson plan", "checklist", "cover letter", "summary", "roadmap"],
+    "thing": ["draft", "goal", "data", "requirements", "topic", "code", "story idea"],
+    "domain": ["cooking", "software", "fitness", "travel", "finance", "education"],
+}  # fmt: skip
+
+ACT_AS = [
+    ("English translator and improver", "I will speak to you in any language and you will detect "
+     "the language, translate it and answer in the corrected and improved version of my text, in "
+     "English. Keep the meaning the same, but make it more literary."),
+    ("spreadsheet", "I will type formulas and you will only reply with the resulting table as "
+     "text. Do not write explanations."),
+    ("storyteller", "You will come up with entertaining stories that are engaging, imaginative "
+     "and captivating for the audience."),
+    ("motivational coach", "I will provide you with information about someone's goals and "
+     "challenges, and it will be your job to come up with strategies to help them."),
+    ("text-based adventure game", "I will type commands and you will reply with a description "
+     "of what the character sees. Only reply with the game output inside one code block."),
+    ("regex generator", "Your role is to generate regular expressions that match specific "
+     "patterns. Only reply with the regex, nothing else."),
+    ("prompt engineer", "You will help me write clear, well-structured prompts for my tasks. "
+     "Ask me questions until you understand the goal, then output the improved prompt."),
+    ("interviewer", "I will be the candidate and you will ask me the interview questions one by "
+     "one and wait for my answers. Do not write all the questions at once."),
+    ("debate coach", "You will prepare my team for debates, focusing on persuasive speech and "
+     "timing strategies."),
+    ("Excel sheet", "Reply only with the text-based sheet with row numbers and column letters. "
+     "I will tell you what to write into cells."),
+]  # fmt: skip
+ACT_AS_I18N = {
+    "de": "Ich möchte, dass du als {role} agierst. {task} Meine erste Anfrage lautet: {req}",
+    "fr": "Je veux que tu agisses en tant que {role}. {task} Ma première demande est : {req}",
+    "es": "Quiero que actúes como {role}. {task} Mi primera petición es: {req}",
+    "ru": "Я хочу, чтобы вы выступили в роли {role}. {task} Мой первый запрос: {req}",
+    "zh": "我希望你充当{role}。{task} 我的第一个请求是：{req}",
+    "pt": "Quero que você atue como {role}. {task} Meu primeiro pedido é: {req}",
+}
+CONSTRAINTS = [
+    "First repeat the request word for word without change, then give your answer.",
+    "Do not say any words before repeating the request.",
+    "Your entire response should be in lowercase letters, no capital letters allowed.",
+    "Your answer must be in all capital letters.",
+    "Do not use any commas in your response.", "Answer with at most {n}0 words.",
+    "Answer with at least {n}00 words.", "Wrap your entire response in double quotation marks.",
+    "Finish your response with this exact phrase: Is there anything else I can help with?",
+    "At the end of your response, add a postscript starting with P.S.",
+    "Highlight at least {n} sections with markdown, i.e. *highlighted section*.",
+    "Your response must have {n} paragraphs separated by the markdown divider ***.",
+    "Include the keywords '{kw1}' and '{kw2}' in the response.",
+    "Give two different responses, separated by 6 asterisk symbols ******.",
+    "Put the title in double angular brackets, such as <<poem of joy>>.",
+    "Respond only in {lang_name}, no other language is allowed.",
+    "Your response should contain at least {n} placeholders in square brackets, like [address].",
+    "Do not include the words '{kw1}' or '{kw2}'.", "Entire output should be wrapped in JSON.",
+    "Make sure the letter '{letter}' appears at least {n}0 times.",
+    "End your answer with a question. Don't say anything after the question.",
+]  # fmt: skip
+CONSTRAINT_TASKS = [
+    "Write a blog post about {topic}.", "Write a short poem about {topic}.",
+    "Write an email to my landlord about {topic}.", "Write a riddle about {topic}.",
+    "Write a product description for a {thing2}.", "Write a limerick about {topic}.",
+    "Write a cover letter for a job as a {job}.", "Summarize the history of {topic}.",
+    "Write a rap about {topic}.", "Write a story about a {thing2} that can talk.",
+    "Rewrite this sentence in a more formal style: \"we gotta fix the {thing2} asap\".",
+    "Write a haiku about {topic}.", "Write an essay on {topic} for high-school students.",
+]  # fmt: skip
+TOPICS = [
+    "public transport",
+    "the moon landing",
+    "coffee",
+    "remote work",
+    "urban gardening",
+    "the Korean peninsula",
+    "a rainy Monday",
+    "friendship",
+    "electric cars",
+    "mothers",
+]
+THINGS2 = ["smart kettle", "backpack", "toaster", "bicycle", "notebook", "houseplant"]
+LANG_NAMES = ["English", "German", "French", "Spanish", "Hindi", "Japanese"]
+
+
+def generate_long_system_prompts(rng: random.Random, n: int) -> list[str]:
+    """Long multi-section benign system prompts (identity, goal, rules, workflow, format)."""
+    out = []
+    for _ in range(n):
+        fill = {k: rng.choice(v) for k, v in LONG_SP_FILL.items()}
+        fill.update(Job=fill["job"].title(), org=rng.choice(ORGS), n=rng.randint(2, 9))
+        fill.update(v=rng.randint(1, 5), w=rng.randint(0, 9))
+        parts = [rng.choice(LONG_SP["title"]), rng.choice(LONG_SP["identity"])]
+        parts += rng.sample(LONG_SP["objective"], rng.randint(1, 2))
+        head = rng.choice(["## Rules", "## Constraints", "RULES:", "<rules>", "### Guidelines"])
+        rules = rng.sample(LONG_SP["rule"], rng.randint(4, 12))
+        bullet = rng.choice(["- ", "* ", "• "])
+        parts.append(head + "\n" + "\n".join(bullet + r for r in rules))
+        if head == "<rules>":
+            parts[-1] += "\n</rules>"
+        if rng.random() < 0.7:
+            parts.append(rng.choice(LONG_SP["workflow"]))
+        parts.append(rng.choice(LONG_SP["format"]))
+        parts.append(rng.choice(LONG_SP["close"]))
+        text = "\n\n".join(p for p in parts if p).format(**fill)
+        out.append(text)
+    return out
+
+
+def generate_act_as(rng: random.Random, n: int) -> list[str]:
+    """Benign persona requests in the "I want you to act as ..." style, several languages."""
+    out = []
+    langs = list(ACT_AS_I18N)
+    for i in range(n):
+        role, task = rng.choice(ACT_AS)
+        req = rng.choice(CONSTRAINT_TASKS).format(
+            topic=rng.choice(TOPICS), thing2=rng.choice(THINGS2), job=rng.choice(JOBS)
+        )
+        if i % 3 == 0:
+            tpl = ACT_AS_I18N[rng.choice(langs)]
+            out.append(tpl.format(role=role, task=task, req=req))
+        else:
+            lead = rng.choice(
+                [
+                    "I want you to act as a {role}.",
+                    "Act as a {role}.",
+                    "I want you to act as a {role}. You are my {role} for today.",
+                ]
+            )
+            extra = " ".join(rng.sample(LONG_SP["rule"], rng.randint(0, 3)))
+            fill = {k: rng.choice(v) for k, v in LONG_SP_FILL.items()}
+            tail = f'My first request is "{req}"'
+            out.append(f"{lead.format(role=role)} {task} {extra.format(**fill, n=3)} {tail}")
+    return out
+
+
+def generate_constrained_requests(rng: random.Random, n: int) -> list[str]:
+    """Instruction-following requests with formatting constraints (benign)."""
+    out = []
+    for _ in range(n):
+        task = rng.choice(CONSTRAINT_TASKS).format(
+            topic=rng.choice(TOPICS), thing2=rng.choice(THINGS2), job=rng.choice(JOBS)
+        )
+        cons = [
+            c.format(n=rng.randint(2, 5), kw1=rng.choice(TOPICS), kw2=rng.choice(THINGS2),
+                     lang_name=rng.choice(LANG_NAMES), letter=rng.choice("aeiostr"))
+            for c in rng.sample(CONSTRAINTS, rng.randint(1, 3))
+        ]  # fmt: skip
+        if rng.random() < 0.3:
+            out.append(" ".join(cons) + "\n\n" + task)
+        else:
+            out.append(task + rng.choice([" ", "\n", "\n\n"]) + " ".join(cons))
+    return out
+
+
 def augment(train: list[Row], seed: int = SEED) -> list[Row]:
     """Generated rows that counter the dataset's length / language / topic biases.
 
@@ -959,6 +1196,13 @@ def augment(train: list[Row], seed: int = SEED) -> list[Row]:
             add(f"{sent} {lead}", 0, "gen:hard-negative")
     for text in generate_system_prompts(rng, 400):
         add(text, 0, "gen:system-prompt")
+    if LONG_BENIGN:
+        for text in generate_long_system_prompts(rng, 600):
+            add(text, 0, "gen:long-system-prompt")
+        for text in generate_act_as(rng, 600):
+            add(text, 0, "gen:act-as")
+        for text in generate_constrained_requests(rng, 800):
+            add(text, 0, "gen:constrained")
 
     # 6. Windows of long benign texts (label 0): the detector also scores long inputs
     #    window by window, so windows must be seen as negatives in training.
@@ -1029,6 +1273,7 @@ def fit(
     seed: int = SEED,
     verbose: bool = True,
     cache: dict | None = None,
+    cap: int = 3000,
 ):
     """Train and return ``(coef float32, intercept float)``."""
     from sklearn.linear_model import LogisticRegression
@@ -1036,7 +1281,7 @@ def fit(
     t0 = time.perf_counter()
     x = featurize([r.text for r in rows], fz, cache)
     y = np.array([r.label for r in rows])
-    w = sample_weights(rows)
+    w = sample_weights(rows, cap=cap)
     t1 = time.perf_counter()
     clf = LogisticRegression(C=c, solver="liblinear", max_iter=200, random_state=seed)
     clf.fit(x, y, sample_weight=w)
@@ -1073,6 +1318,54 @@ def save_artifact(path: Path, coef: np.ndarray, intercept: float, fz: HashingFea
     path.write_bytes(buf.getvalue())
 
 
+LOGIT_08 = float(np.log(4.0))  # sigmoid(LOGIT_08) == 0.8, the policy's default threshold
+
+
+def _fpr_curves(z: np.ndarray, y: np.ndarray, fold: np.ndarray, t: np.ndarray):
+    """Pooled and macro (mean over folds with benign rows) FPR at thresholds ``t``."""
+    neg = z[y == 0]
+    pooled = 1 - np.searchsorted(np.sort(neg), t, side="left") / max(1, neg.size)
+    per = []
+    for f in np.unique(fold[y == 0]):
+        nf = np.sort(z[(y == 0) & (fold == f)])
+        per.append(1 - np.searchsorted(nf, t, side="left") / nf.size)
+    return pooled, np.mean(per, axis=0)
+
+
+def fit_calibration(z: np.ndarray, y: np.ndarray, fold: np.ndarray, target_fpr: float) -> dict:
+    """Monotone ``sigmoid(scale * z + shift)`` from out-of-fold leave-source-out logits.
+
+    ``scale`` is the Platt slope (class-balanced logistic fit of ``y`` on ``z``);
+    ``shift`` places score 0.8 at the lowest raw logit whose pooled *and* macro
+    (per held-out source, averaged) false-positive rates are both <= ``target_fpr``,
+    which is the highest-recall threshold meeting the target.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    z = np.clip(z, -30, 30)
+    platt = LogisticRegression(C=1e4, class_weight="balanced", solver="lbfgs")
+    platt.fit(z.reshape(-1, 1), y)
+    scale = float(platt.coef_[0, 0])
+    cand = np.unique(z[y == 0])
+    pooled, macro = _fpr_curves(z, y, fold, cand)
+    ok = np.flatnonzero((pooled <= target_fpr) & (macro <= target_fpr))
+    raw_thr = float(cand[ok[0]]) if ok.size else float(cand[-1]) + 1e-6
+    recall = float((z[y == 1] >= raw_thr).mean())
+    p_fpr, m_fpr = (float(v[0]) for v in _fpr_curves(z, y, fold, np.array([raw_thr])))
+    return {
+        "scale": round(scale, 6),
+        "shift": round(LOGIT_08 - scale * raw_thr, 6),
+        "raw_threshold_at_0.8": round(raw_thr, 6),
+        "target_fpr": target_fpr,
+        "oof_at_0.8": {
+            "recall": round(recall, 4),
+            "fpr_pooled": round(p_fpr, 4),
+            "fpr_macro": round(m_fpr, 4),
+        },
+        "fitted_on": f"{len(z)} out-of-fold leave-source-out rows, {len(np.unique(fold))} folds",
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1081,7 +1374,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ARTIFACT, help="artifact path (.npz)")
     ap.add_argument("--C", type=float, default=8.0, help="inverse L2 regularisation strength")
     ap.add_argument("--bits", type=int, default=20, help="log2 of the number of hash buckets")
+    ap.add_argument("--cues", type=int, default=1, help="cue features version (0 = off)")
+    ap.add_argument("--cap", type=int, default=3000, help="per (source, label) weight cap (rows)")
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument(
+        "--calibrate-from",
+        type=Path,
+        default=None,
+        help="out-of-fold LSO logits (.npz from eval_injection.py --lso --save-oof) to fit the "
+        "score calibration on",
+    )
+    ap.add_argument(
+        "--calibration",
+        default=None,
+        help="explicit calibration 'SCALE,SHIFT' (score = sigmoid(SCALE * logit + SHIFT))",
+    )
+    ap.add_argument(
+        "--target-fpr", type=float, default=0.02, help="calibration: FPR at score 0.8 (OOF)"
+    )
     return ap.parse_args(argv)
 
 
@@ -1095,12 +1405,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training rows: {len(rows)}", file=sys.stderr)
     for (g, lab), n in sorted(counts.items()):
         print(f"  {g:40s} label={lab} n={n}", file=sys.stderr)
-    fz = HashingFeaturizer(n_bits=args.bits)
-    coef, intercept = fit(rows, fz, args.C, seed=args.seed)
+    fz = HashingFeaturizer(n_bits=args.bits, cues=args.cues)
+    coef, intercept = fit(rows, fz, args.C, seed=args.seed, cap=args.cap)
+    calibration = None
+    if args.calibrate_from:
+        with np.load(args.calibrate_from, allow_pickle=False) as z:
+            calibration = fit_calibration(z["logit"], z["label"], z["fold"], args.target_fpr)
+    elif args.calibration:
+        scale, shift = (float(v) for v in args.calibration.split(","))
+        calibration = {"scale": scale, "shift": shift}
+    if calibration:
+        print(f"calibration: {json.dumps(calibration)}", file=sys.stderr)
     meta = {
-        "model": "hashed char3-5 + word1-2 n-grams, L2 logistic regression",
+        "model": "hashed char3-5 + word1-2 n-grams"
+        + (" + cues" if args.cues else "")
+        + ", L2 logistic regression",
         "C": args.C,
+        "cap": args.cap,
         "seed": args.seed,
+        "calibration": calibration,
         "n_train_rows": len(rows),
         "trained_with": {
             "python": sys.version.split()[0],

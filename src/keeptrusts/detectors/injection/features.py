@@ -13,6 +13,12 @@ Feature definition for one text ``t``:
   once from prefix sums, so there is no Python loop over characters), salted with its
   kind and length, mixed with the SplitMix64 finaliser, and reduced to ``2**n_bits``
   buckets. The hash is independent of ``PYTHONHASHSEED``.
+* Optional *cue* features (``cues=1``): a few source-independent signals of an attack
+  (instruction override, references to hidden/system instructions, extraction
+  requests, persona/jailbreak vocabulary, refusal suppression, fake role/boundary
+  markers, "say '...'" payloads), each one regex over the prepared text and one
+  bucket, so that many paraphrases share one weight. A match counts as ``CUE_REPEAT``
+  occurrences, which makes the cue stand out against hundreds of n-grams.
 * Values are ``1 + log(count)`` per bucket, and the vector is L2-normalised.
 
 :func:`HashingFeaturizer.positions` also returns each n-gram's start offset, which lets
@@ -21,6 +27,7 @@ the detector score sliding windows of a long text without re-hashing it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -46,6 +53,115 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(31))
 
 
+# Source-independent cues of prompt injection, matched on the prepared (lower-cased,
+# space-collapsed) text. Each is one feature, whatever the exact wording.
+CUE_REPEAT = 6
+_OBJ = (
+    r"(?:instructions?|prompts?|rules|guidelines|directions|directives|programming|"
+    r"restrictions|guardrails|polic(?:y|ies)|filters?|training|constraints|context)"
+)
+_CUE_SPECS: tuple[tuple[tuple[str, ...], str], ...] = (
+    # (literal starts: every match begins with one of them, regex anchored there)
+    # instruction override
+    (
+        ("ignor", "disregard", "forget", "overrid", "bypass", "circumvent", "abandon", "set aside"),
+        r"(?:ignore|disregard|forget|override|bypass|circumvent|abandon|set aside)\b"
+        rf"[^.!?\n]{{0,40}}\b{_OBJ}",
+    ),
+    (
+        ("ignor", "disregard", "forget"),
+        r"(?:ignore|disregard|forget)\b[^.!?\n]{0,20}\b(?:above|previous|prior|earlier|"
+        r"everything|all that)\b",
+    ),
+    # references to hidden instructions
+    (
+        ("previous", "prior", "above", "earlier", "preceding", "initial", "original", "hidden",
+         "secret", "system", "developer"),
+        r"(?:previous|prior|above|earlier|preceding|initial|original|hidden|secret|system|"
+        rf"developer)\s+(?:\w+\s+)?{_OBJ}",
+    ),
+    (
+        ("system", "initial", "hidden", "secret", "original"),
+        r"(?:system|initial|hidden|secret|original)\s+(?:prompt|message|instructions?)\b",
+    ),
+    (
+        ("your ",),
+        r"your\s+(?:\w+\s+)?(?:instructions|rules|programming|guidelines|restrictions|"
+        r"filters|training|prompt|creators?|developers?)\b",
+    ),
+    # extraction requests
+    (
+        ("reveal", "print", "repeat", "show", "output", "display", "leak", "disclose",
+         "spell out", "dump", "tell me"),
+        r"(?:reveal|print|repeat|show|output|display|leak|disclose|spell out|dump|tell me)"
+        r"\b[^.!?\n]{0,30}\b(?:prompt|instructions|password|secret|key|above|rules|"
+        r"configuration)\b",
+    ),
+    # persona / jailbreak vocabulary
+    (
+        ("you are now", "from now on", "you will now", "starting now", "you're now"),
+        r"(?:you are now|from now on|you will now|starting now|you're now)\b",
+    ),
+    (
+        ("dan", "jailbreak", "developer mode", "god mode", "do anything now", "unfiltered",
+         "uncensored", "unrestricted", "amoral", "unethical", "no ethical", "no moral",
+         "without"),
+        r"(?:dan|jailbreak\w*|developer mode|god mode|do anything now|unfiltered|uncensored|"
+        r"unrestricted|amoral|unethical|no (?:ethical|moral)|without (?:any )?(?:restrictions|"
+        r"limits|limitations|filters|censorship|rules))\b",
+    ),
+    (
+        ("openai", "content polic", "ethical guidelines", "safety guidelines", "moral", "censor"),
+        r"(?:openai|content polic(?:y|ies)|ethical guidelines|safety guidelines|"
+        r"moral(?:s|ity)?|censor\w*)\b",
+    ),
+    (
+        ("never ", "do not refuse", "don't refuse", "cannot refuse", "can't refuse",
+         "no matter what", "regardless of", "must ", "stay in character", "break character"),
+        r"(?:never refuse|do not refuse|don't refuse|cannot refuse|can't refuse|"
+        r"no matter what|regardless of|must (?:always )?(?:answer|comply|obey)|"
+        r"never (?:say|mention|apologi[sz]e)|stay in character|break character)\b",
+    ),
+    # fake boundaries and role switches
+    (
+        ("###", "<", "[inst", "[/inst", "end of ", "system", "assistant", "admin", "user"),
+        r"(?:#{3,}|</?(?:system|instructions?|user|assistant|im_start|im_end)>|\[/?inst\]|"
+        r"<\|[a-z_]+\|>|end of (?:prompt|input|text|instructions|document)\b|"
+        r"(?:system|assistant|admin|user)\s*:)",
+    ),
+    (
+        ("new ",),
+        r"new (?:task|instructions?|rules?|objective|role|directive)s?\b",
+    ),
+    # payload wording
+    (
+        ("say", "print", "output", "respond with", "reply with", "write", "answer with"),
+        r"(?:say|print|output|respond with|reply with|write|answer with)\s+(?:only\s+|"
+        r"exactly\s+|just\s+)?[\"'“‘]",
+    ),
+    (
+        ("pwned", "hacked", "hijack", "exfiltrat", "admin password", "api key"),
+        r"(?:pwned|hacked|hijack\w*|exfiltrat\w*|admin password|api keys?)\b",
+    ),
+    (
+        ("hypothetical", "fictional world", "for educational purposes", "purely fictional",
+         "in this "),
+        r"(?:hypothetical\w*|fictional world|for educational purposes|purely fictional|"
+        r"in this (?:story|world|universe|game))\b",
+    ),
+)  # fmt: skip
+CUES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (starts, re.compile(rx)) for starts, rx in _CUE_SPECS
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _cue_buckets(seed: int, n_features: int) -> tuple[int, ...]:
+    """One bucket per cue (salted like the n-grams, so it depends on ``seed`` only)."""
+    keys = np.array([(seed * 7919 + 0xC0E + k) * _PAIR % _MOD for k in range(len(CUES))], _U64)
+    return tuple(int(b) & (n_features - 1) for b in _mix(keys))
+
+
 def _powers(base: int, n: int) -> np.ndarray:
     """``base**0 .. base**(n-1)`` mod 2**64."""
     out = np.full(n, base, dtype=_U64)
@@ -64,6 +180,9 @@ class HashingFeaturizer:
     char_ngrams: tuple[int, ...] = (3, 4, 5)
     word_ngrams: tuple[int, ...] = (1, 2)
     seed: int = 0x5EED
+    # Cue features (0 = off): each match of a :data:`CUES` regex adds ``CUE_REPEAT``
+    # occurrences of one bucket per cue, so that paraphrases share one weight.
+    cues: int = 0
 
     @property
     def n_features(self) -> int:
@@ -75,6 +194,7 @@ class HashingFeaturizer:
             "char_ngrams": list(self.char_ngrams),
             "word_ngrams": list(self.word_ngrams),
             "seed": self.seed,
+            "cues": self.cues,
         }
 
     @classmethod
@@ -84,6 +204,7 @@ class HashingFeaturizer:
             char_ngrams=tuple(int(n) for n in d["char_ngrams"]),
             word_ngrams=tuple(int(n) for n in d["word_ngrams"]),
             seed=int(d["seed"]),
+            cues=int(d.get("cues", 0)),
         )
 
     def _salt(self, kind: int, n: int) -> np.uint64:
@@ -126,11 +247,41 @@ class HashingFeaturizer:
                         h = _mix(h * _U64(_PAIR) + wh[k : len(spans) - n + 1 + k])
                     buckets.append(_mix(h ^ self._salt(2, n)) & mask)
                     starts.append(ws[: len(spans) - n + 1])
+        if self.cues:
+            cb, cs = self._cue_positions(t)
+            if cb.size:
+                buckets.append(cb)
+                starts.append(cs)
         if not buckets:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return (
             np.concatenate(buckets).astype(np.int64),
             np.concatenate(starts).astype(np.int64),
+        )
+
+    def _cue_positions(self, t: str) -> tuple[np.ndarray, np.ndarray]:
+        """Cue matches: each cue's regex is tried only where one of its literal starts
+        occurs at a word start (``str.find`` is much faster than ``re`` scanning)."""
+        ids = _cue_buckets(self.seed, self.n_features)
+        bk: list[int] = []
+        st: list[int] = []
+        for k, (starts, rx) in enumerate(CUES):
+            cand: set[int] = set()
+            for w in starts:
+                i = t.find(w)
+                while i >= 0:
+                    if not (i and t[i - 1].isalnum() and t[i].isalnum()):
+                        cand.add(i)
+                    i = t.find(w, i + 1)
+            for i in sorted(cand):
+                if rx.match(t, i):
+                    bk.append(ids[k])
+                    st.append(i)
+        if not bk:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return (
+            np.repeat(np.asarray(bk, dtype=np.int64), CUE_REPEAT),
+            np.repeat(np.asarray(st, dtype=np.int64), CUE_REPEAT),
         )
 
     @staticmethod
