@@ -13,16 +13,3 @@ def kt(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-class AnyEnv(dict):
-    """An environment in which every variable is set (what ``kt policy lint`` assumes)."""
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        return "set"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key):  # type: ignore[no-untyped-def]
-        return "set"

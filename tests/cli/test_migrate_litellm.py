@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from keeptrusts.config.load import load_config
+from keeptrusts.config.load import AnyEnv, load_config
 from keeptrusts.migrate import convert_litellm, gateway_routes, load_litellm, route_mismatches
-from tests.cli.helpers import AnyEnv, kt
+from tests.cli.helpers import kt
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "litellm"
 SAMPLES = sorted(DATA.glob("*.yaml"))

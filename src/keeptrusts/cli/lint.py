@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from keeptrusts.cli import policy_test
-from keeptrusts.config.load import load_config
+from keeptrusts.config.load import AnyEnv, load_config
 
 
 def add_commands(groups: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
 
 def run_lint(args: argparse.Namespace) -> int:
     # Lint checks the file, not this shell: an unset key variable is not the file's fault.
-    _, problems = load_config(args.file, env=_AnyEnv())
+    _, problems = load_config(args.file, env=AnyEnv())
     for p in problems:
         print(p, file=sys.stderr if p.severity == "error" else sys.stdout)
     if any(p.severity == "error" for p in problems):
@@ -33,16 +33,3 @@ def run_lint(args: argparse.Namespace) -> int:
         return 2
     print(f"ok: {', '.join(args.file)}")
     return 0
-
-
-class _AnyEnv(dict):
-    """An environment in which every variable is set, so lint reports only file problems."""
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        return "set"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key):  # type: ignore[no-untyped-def]
-        return "set"

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import yaml
 
-from keeptrusts.config.load import Problem, load_config
+from keeptrusts.config.load import AnyEnv, Problem, load_config
 from keeptrusts.migrate import convert_litellm, dump_yaml, load_litellm, route_mismatches
 from keeptrusts.migrate.litellm import Conversion
 
@@ -104,7 +104,7 @@ def _check(text: str, routes: dict[str, list[str]]) -> tuple[list[Problem], list
     with tempfile.TemporaryDirectory(prefix="kt-migrate-") as tmp:
         path = Path(tmp) / "policy-config.yaml"
         path.write_text(text, encoding="utf-8")
-        config, problems = load_config([path], env=_AnyEnv())
+        config, problems = load_config([path], env=AnyEnv())
         # Problems name the temporary file; name the output instead.
         problems = [Problem(p.severity, "<output>", p.line, p.path, p.message) for p in problems]
     mismatches = [] if config is None else route_mismatches(routes, config)
@@ -118,16 +118,3 @@ def _print_check(problems: list[Problem], mismatches: list[str], out: TextIO) ->
         print(f"lint: {p}", file=out)
     for m in mismatches:
         print(f"routing: {m}", file=out)
-
-
-class _AnyEnv(dict):
-    """An environment in which every variable is set, so lint reports only file problems."""
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        return "set"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key):  # type: ignore[no-untyped-def]
-        return "set"

@@ -48,7 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keeptrusts.audit.event import decide_verdict
-from keeptrusts.config.load import load_config
+from keeptrusts.config.load import AnyEnv, load_config
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.errors import ModelNotFound, PolicyViolation
@@ -152,7 +152,7 @@ def run_test(args: argparse.Namespace) -> int:
         listed = ", ".join(missing)
         print(f"error: no policy config at {listed} (pass --policy-config FILE)", file=sys.stderr)
         return 1
-    config, problems = load_config(paths, env=_AnyEnv())
+    config, problems = load_config(paths, env=AnyEnv())
     if config is None:
         for p in problems:
             print(p, file=sys.stderr)
@@ -361,16 +361,3 @@ def _print_table(results: Sequence[Result]) -> None:
             print(f"      - {f}")
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed ({len(results)} cases)")
-
-
-class _AnyEnv(dict):
-    """Every variable set: keys do not matter offline, since nothing calls an upstream."""
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        return "set"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key):  # type: ignore[no-untyped-def]
-        return "set"
