@@ -44,8 +44,6 @@ from keeptrusts.audit.chain import (
     Head,
     Record,
     VerifyResult,
-    canonical_json,
-    chain_hash,
     index_columns,
     parse_ts,
     verify,
@@ -70,7 +68,7 @@ from keeptrusts.audit.pgdb import (
     redact_url,
 )
 from keeptrusts.audit.query import EventQuery, iso
-from keeptrusts.audit.store import _clean
+from keeptrusts.audit.store import seal
 
 log = logging.getLogger("keeptrusts.audit")
 
@@ -251,27 +249,7 @@ class PostgresAuditStore:
         rows: list[list[Any]] = []
         for src in events:
             seq += 1
-            ev = _clean(src, now)
-            _strip_nul(ev)
-            ev["chain_id"] = cid
-            ev["seq"] = seq
-            ev["prev_hash"] = prev
-            try:
-                body = canonical_json(ev)
-            except Exception as exc:  # never lose the record: keep what can be encoded
-                log.error("audit event %s could not be encoded: %r", ev.get("id"), exc)
-                ev = {
-                    "id": str(ev.get("id")),
-                    "timestamp": str(ev.get("timestamp")),
-                    "event_type": "audit_encoding_error",
-                    "error": repr(exc)[:500],
-                    "chain_id": cid,
-                    "seq": seq,
-                    "prev_hash": prev,
-                }
-                _strip_nul(ev)
-                body = canonical_json(ev)
-            h = chain_hash(prev, body)
+            ev, body, h = seal(src, chain_id=cid, seq=seq, prev=prev, now=now, scrub=_strip_nul)
             cols = index_columns(ev)
             ts = parse_ts(cols["timestamp"])
             ts = now if ts is None else ts

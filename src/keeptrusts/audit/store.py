@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -290,25 +290,7 @@ class SQLiteAuditStore:
         now = time.time()
         for src in events:
             seq += 1
-            ev = _clean(src, now)
-            ev["chain_id"] = cid
-            ev["seq"] = seq
-            ev["prev_hash"] = prev
-            try:
-                body = canonical_json(ev)
-            except Exception as exc:  # never lose the record: keep what can be encoded
-                log.error("audit event %s could not be encoded: %r", ev.get("id"), exc)
-                ev = {
-                    "id": str(ev.get("id")),
-                    "timestamp": str(ev.get("timestamp")),
-                    "event_type": "audit_encoding_error",
-                    "error": repr(exc)[:500],
-                    "chain_id": cid,
-                    "seq": seq,
-                    "prev_hash": prev,
-                }
-                body = canonical_json(ev)
-            h = chain_hash(prev, body)
+            ev, body, h = seal(src, chain_id=cid, seq=seq, prev=prev, now=now)
             cols = index_columns(ev)
             ts = parse_ts(cols["timestamp"])
             rows.append(
@@ -540,6 +522,46 @@ def open_store(
             database_url, state_dir=state_dir, readonly=readonly, instance_id=instance_id
         )
     return SQLiteAuditStore(state_dir, readonly=readonly)
+
+
+def seal(
+    src: Mapping[str, Any],
+    *,
+    chain_id: str,
+    seq: int,
+    prev: str,
+    now: float,
+    scrub: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], bytes, str]:
+    """Make ``src`` link ``seq`` of a chain: return the event, its canonical body and hash.
+
+    An event that cannot be encoded is replaced by an ``audit_encoding_error`` record in the
+    same place, so the log never loses the fact that something happened. ``scrub`` lets a
+    store adapt values it cannot hold (e.g. NUL characters in PostgreSQL text).
+    """
+    ev = _clean(src, now)
+    if scrub is not None:
+        scrub(ev)
+    ev["chain_id"] = chain_id
+    ev["seq"] = seq
+    ev["prev_hash"] = prev
+    try:
+        body = canonical_json(ev)
+    except Exception as exc:  # never lose the record: keep what can be encoded
+        log.error("audit event %s could not be encoded: %r", ev.get("id"), exc)
+        ev = {
+            "id": str(ev.get("id")),
+            "timestamp": str(ev.get("timestamp")),
+            "event_type": "audit_encoding_error",
+            "error": repr(exc)[:500],
+            "chain_id": chain_id,
+            "seq": seq,
+            "prev_hash": prev,
+        }
+        if scrub is not None:
+            scrub(ev)
+        body = canonical_json(ev)
+    return ev, body, chain_hash(prev, body)
 
 
 def _clean(src: Mapping[str, Any], now: float) -> dict[str, Any]:
