@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     args = ap.parse_args()
     bench.WORK.mkdir(parents=True, exist_ok=True)
     pyspy = ensure_pyspy()
@@ -107,6 +108,7 @@ def main() -> int:
                 [
                     pyspy,
                     "record",
+                    *(["--gil"] if args.gil else []),
                     "-f",
                     "raw",
                     "-r",

@@ -1179,8 +1179,7 @@ def report(
         f"- Pinning: {meta['pinning']}",
         f"- Duration: {meta.get('seconds', 0) / 60:.0f} min"
         + (
-            f"; 1-minute load average at start / end: {meta['loadavg']} on {os.cpu_count()} "
-            "CPUs (at start, anything above 0 is other work sharing the machine)"
+            f"; 1-minute load average at start / end: {meta['loadavg']} on {os.cpu_count()} CPUs"
             if "loadavg" in meta
             else ""
         ),
@@ -1229,14 +1228,22 @@ def report(
                     f"- `{name}` round {i + 1}: phases run longer because their median latency "
                     f"was over a tenth of the phase: {ext}"
                 )
-    load = meta.get("loadavg", "")
-    if load and float(load.split("/")[0]) >= 1.0:
-        extra.append(
-            "- Other work shared the machine during this run (load average above). Absolute "
-            "figures are then lower bounds and noisy; compare within a round (the ratios). A "
-            "stall that hits every target in the same round, `bare` included, is the machine "
-            "pausing, not a proxy."
-        )
+    base = [get(r, "c32", "rps") for r in results.get("direct", []) if "error" not in r]
+    base = [v for v in base if v]
+    if len(base) > 1:
+        spread = (max(base) - min(base)) / statistics.median(base)
+        if spread > 0.25:
+            extra.append(
+                f"- The direct baseline's req/s at c=32 varied {spread:.0%} across rounds: "
+                "other work shared the machine. Absolute figures are then lower bounds and "
+                "noisy; read the ratios (measured seconds apart). A stall that hits every "
+                "target in the same round, `bare` included, is the machine pausing."
+            )
+        else:
+            extra.append(
+                f"- The direct baseline's req/s at c=32 varied {spread:.0%} across rounds: "
+                "the machine was quiet enough for the absolute figures to mean something."
+            )
     lines += ["", "## Notes", ""] + (extra + [f"- {n}" for n in notes] or ["- none"])
     ladders = []
     for name in order:
