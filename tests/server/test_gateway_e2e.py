@@ -322,7 +322,10 @@ def test_startup_banner_and_health_shape(gw) -> None:  # type: ignore[no-untyped
         "target anthropic-sonnet: provider=anthropic model=claude-3-5-sonnet-20241022 available"
         in log
     )
-    h = httpx.get(gw.url + "/health").json()
+    resp = httpx.get(gw.url + "/health", headers={"x-request-id": "probe-1"})
+    assert resp.headers["x-request-id"] == "probe-1"
+    assert httpx.get(gw.url + "/v1/models").headers["x-request-id"].startswith("req_")
+    h = resp.json()
     assert set(h) >= {"status", "version", "uptime_seconds", "pack", "providers", "policies_loaded"}
     assert h["status"] == "healthy"
 

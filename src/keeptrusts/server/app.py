@@ -12,6 +12,7 @@ from keeptrusts.errors import GatewayError
 from keeptrusts.server.admin import add_admin_routes
 from keeptrusts.server.chat import chat_completions
 from keeptrusts.server.embeddings import embeddings
+from keeptrusts.server.lifecycle import request_id
 from keeptrusts.server.messages import messages
 from keeptrusts.server.responses import error_response, json_response
 from keeptrusts.server.responses_api import responses
@@ -66,12 +67,19 @@ async def _method_errors(request: web.Request, handler):  # type: ignore[no-unty
         )
 
 
+async def _ensure_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response carries ``x-request-id``: the API handlers set it; this covers the rest."""
+    if "x-request-id" not in response.headers:
+        response.headers["x-request-id"] = request_id(request)
+
+
 def build_app(gateway: Gateway) -> web.Application:
     """Return the aiohttp application serving ``gateway``; start/close hook its lifecycle."""
     app = web.Application(
         client_max_size=gateway.settings.max_body_bytes + 1, middlewares=[_method_errors]
     )
     app["gateway"] = gateway
+    app.on_response_prepare.append(_ensure_request_id)
     app["started_monotonic"] = time.monotonic()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
