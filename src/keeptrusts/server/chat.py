@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,23 +10,14 @@ from aiohttp import web
 
 from keeptrusts import sse
 from keeptrusts.context import RequestContext
-from keeptrusts.errors import GatewayError, ServiceUnavailable
+from keeptrusts.errors import GatewayError
 from keeptrusts.providers.base import Chunk
-from keeptrusts.server.lifecycle import fail, openai_error, serve, timing_headers
+from keeptrusts.server.lifecycle import fail, openai_error, serve, serve_stream, timing_headers
 from keeptrusts.server.responses import json_response
 from keeptrusts.server.validate import check_chat_request
 
 if TYPE_CHECKING:
     from keeptrusts.runtime import Gateway
-
-SSE_HEADERS = {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",
-}
-AUDIT_FAILED = ServiceUnavailable(
-    "The audit record could not be committed (strict durability).", code="audit_unavailable"
-)
 
 
 def _parse(body: Any) -> dict[str, Any]:
@@ -56,24 +46,17 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
 
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
-    try:
-        redactor = ctx.gen.chain.stream(ctx)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **timing_headers(ctx)})
-        await resp.prepare(request)
-        last = await _pump(resp, ctx, first, rest, redactor)
-        if not await gw.record(ctx):
-            last = sse.encode(orjson.dumps(AUDIT_FAILED.envelope()))
-        await resp.write(last)
-        await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        # The client went away: closing the generator closes the upstream connection.
-        ctx.status = 499
-        ctx.error = "client_disconnected"
-        raise
-    finally:
-        await rest.aclose()
-    return resp
+    async def pump(resp: web.StreamResponse, first: Chunk, rest: Any, redactor: Any) -> bytes:
+        return await _pump(resp, ctx, first, rest, redactor)
+
+    return await serve_stream(
+        request,
+        ctx,
+        record=gw.record,
+        headers=timing_headers(ctx),
+        pump=pump,
+        error_frame=lambda err: sse.encode(orjson.dumps(err.envelope())),
+    )
 
 
 async def _pump(

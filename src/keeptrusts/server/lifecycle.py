@@ -9,8 +9,9 @@ whose record could still be lost.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -68,6 +69,51 @@ def openai_error(err: GatewayError, rid: str, ctx: RequestContext | None) -> web
     """Render ``err`` in OpenAI's envelope, with timing headers once a context exists."""
     extra = timing_headers(ctx) if ctx is not None else None
     return error_response(err, request_id=rid, extra_headers=extra)
+
+
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+AUDIT_FAILED = ServiceUnavailable(
+    "The audit record could not be committed (strict durability).", code="audit_unavailable"
+)
+# (response, first chunk, the rest, redactor or None) -> the final frame to send.
+Pump = Callable[[web.StreamResponse, Any, AsyncIterator[Any], Any], Awaitable[bytes]]
+
+
+async def serve_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    *,
+    record: Callable[[RequestContext], Awaitable[bool]],
+    headers: dict[str, str],
+    pump: Pump,
+    error_frame: Callable[[GatewayError], bytes],
+) -> web.StreamResponse:
+    """Open the upstream stream, send it through ``pump`` and finish it.
+
+    The audit event is recorded before the final frame (so strict durability holds for
+    streams too), and a client that goes away closes the upstream connection.
+    """
+    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
+    try:
+        redactor = ctx.gen.chain.stream(ctx)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+        await resp.prepare(request)
+        last = await pump(resp, first, rest, redactor)
+        if not await record(ctx):
+            last = error_frame(AUDIT_FAILED)
+        await resp.write(last)
+        await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        ctx.status = 499
+        ctx.error = "client_disconnected"
+        raise
+    finally:
+        await rest.aclose()
+    return resp
 
 
 def fail(ctx: RequestContext, err: GatewayError) -> None:

@@ -13,7 +13,6 @@ The ``anthropic`` SDK authenticates with ``x-api-key``; it counts like
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,7 @@ from keeptrusts.formats.anthropic_messages import (
 )
 from keeptrusts.identity.keys import KEY_PREFIX
 from keeptrusts.providers.base import Chunk
-from keeptrusts.server.chat import AUDIT_FAILED, SSE_HEADERS
-from keeptrusts.server.lifecycle import fail, serve, timing_headers
+from keeptrusts.server.lifecycle import fail, serve, serve_stream, timing_headers
 from keeptrusts.server.responses import json_response
 
 if TYPE_CHECKING:
@@ -109,24 +107,18 @@ async def _run(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.St
 
 
 async def _stream(request: web.Request, gw: Gateway, ctx: RequestContext) -> web.StreamResponse:
-    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
-    try:
-        redactor = ctx.gen.chain.stream(ctx)
+    async def pump(resp: web.StreamResponse, first: Chunk, rest: Any, redactor: Any) -> bytes:
         encoder = MessagesStream(model=ctx.model, defer_tools=redactor is not None)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **_headers(ctx)})
-        await resp.prepare(request)
-        last = await _pump(resp, ctx, first, rest, redactor, encoder)
-        if not await gw.record(ctx):
-            last = encoder.error(AUDIT_FAILED)
-        await resp.write(last)
-        await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        ctx.status = 499
-        ctx.error = "client_disconnected"
-        raise
-    finally:
-        await rest.aclose()
-    return resp
+        return await _pump(resp, ctx, first, rest, redactor, encoder)
+
+    return await serve_stream(
+        request,
+        ctx,
+        record=gw.record,
+        headers=_headers(ctx),
+        pump=pump,
+        error_frame=MessagesStream.error,
+    )
 
 
 async def _pump(
