@@ -67,7 +67,7 @@ from keeptrusts.audit.pgdb import (
     reading,
     redact_url,
 )
-from keeptrusts.audit.query import EventQuery, iso
+from keeptrusts.audit.query import EventQuery, iso, paged
 from keeptrusts.audit.store import seal
 
 log = logging.getLogger("keeptrusts.audit")
@@ -611,15 +611,7 @@ class PostgresAuditStore:
         self, *, since: float | None = None, until: float | None = None, after_seq: int = 0
     ) -> Iterator[dict[str, Any]]:
         """Events in ``pos`` order (each chain in ``seq`` order), read in pages."""
-        cursor = after_seq
-        while True:
-            page = self.list_events(
-                EventQuery(since=since, until=until, after_seq=cursor, order="asc", limit=1000)
-            )
-            if not page:
-                return
-            yield from page
-            cursor = page[-1]["pos"]
+        return paged(self.list_events, since=since, until=until, after=after_seq, cursor="pos")
 
     def count(self) -> int:
         with reading(self.url) as conn:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from keeptrusts.audit.chain import parse_ts
 
@@ -113,3 +115,24 @@ class EventQuery:
             before_seq=_int("before_seq"),
             order=get("order") or "desc",
         )
+
+
+def paged(
+    list_events: Callable[[EventQuery], list[dict[str, Any]]],
+    *,
+    since: float | None,
+    until: float | None,
+    after: int,
+    cursor: str,
+    page_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Every event after ``after`` in ascending ``cursor`` order, read a page at a time so
+    no transaction is held between pages."""
+    while True:
+        page = list_events(
+            EventQuery(since=since, until=until, after_seq=after, order="asc", limit=page_size)
+        )
+        if not page:
+            return
+        yield from page
+        after = page[-1][cursor]

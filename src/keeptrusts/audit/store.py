@@ -40,7 +40,7 @@ from keeptrusts.audit.chain import (
     write_head_file,
 )
 from keeptrusts.audit.event import new_event_id
-from keeptrusts.audit.query import EventQuery, iso
+from keeptrusts.audit.query import EventQuery, iso, paged
 
 log = logging.getLogger("keeptrusts.audit")
 
@@ -455,15 +455,7 @@ class SQLiteAuditStore:
         self, *, since: float | None = None, until: float | None = None, after_seq: int = 0
     ) -> Iterator[dict[str, Any]]:
         """Events in chain order, read in pages (no transaction held between pages)."""
-        seq = after_seq
-        while True:
-            page = self.list_events(
-                EventQuery(since=since, until=until, after_seq=seq, order="asc", limit=1000)
-            )
-            if not page:
-                return
-            yield from page
-            seq = page[-1]["seq"]
+        return paged(self.list_events, since=since, until=until, after=after_seq, cursor="seq")
 
     def count(self) -> int:
         conn = self._reader()
