@@ -22,7 +22,22 @@ import orjson
 
 from keeptrusts.config.model import Target
 from keeptrusts.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from keeptrusts.providers.relay import Frames, RelayScanner
+from keeptrusts.providers.wire import carries_content, error_from_body
 from keeptrusts.sse import SSEEvent, SSEParser
+
+__all__ = [
+    "Call",
+    "Chunk",
+    "Frames",
+    "HttpProvider",
+    "Provider",
+    "StreamTranslator",
+    "UpstreamRequest",
+    "bearer_headers",
+    "carries_content",
+    "error_from_body",
+]
 
 
 @dataclass(slots=True)
@@ -69,11 +84,18 @@ class Provider:
     default_key_env: ClassVar[str | None] = None
     # Providers with no network need no base_url.
     needs_base_url: ClassVar[bool] = True
+    # The native stream is OpenAI's chat-completion SSE: ``relay`` can hand it to an
+    # OpenAI client byte for byte.
+    openai_wire: ClassVar[bool] = False
 
     async def complete(self, call: Call) -> dict[str, Any]:
         raise NotImplementedError
 
     def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        raise NotImplementedError
+
+    def relay(self, call: Call) -> AsyncIterator[Frames]:
+        """The stream as upstream frames (``providers.relay``); only with ``openai_wire``."""
         raise NotImplementedError
 
 
@@ -102,16 +124,22 @@ class HttpProvider(Provider):
         """Map a native error body to an ``UpstreamError`` that keeps status and message."""
         return error_from_body(status, body)
 
-    async def complete(self, call: Call) -> dict[str, Any]:
+    def _post(self, call: Call) -> Any:
+        """The upstream POST (an ``async with`` context); the router bounds the whole
+        attempt by the target's total timeout."""
         req = self.build_request(call)
         t = call.target.timeouts
-        async with (
-            _mapped_errors(call.target),
-            call.http.post(
-                req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
-            ) as resp,
-        ):
-            # The router bounds the whole attempt by the target's total timeout.
+        return call.http.post(req.url, data=req.body, headers=req.headers, timeout=_timeout(t))
+
+    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+        """Raise the mapped upstream error for an HTTP error status."""
+        if resp.status >= 400:
+            err = self.parse_error(resp.status, await resp.read())
+            _keep_retry_after(err, resp)
+            raise err
+
+    async def complete(self, call: Call) -> dict[str, Any]:
+        async with _mapped_errors(call.target), self._post(call) as resp:
             body = await resp.read()
             if resp.status >= 400:
                 err = self.parse_error(resp.status, body)
@@ -126,20 +154,10 @@ class HttpProvider(Provider):
         return self.parse_response(data, call)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
-        req = self.build_request(call)
-        t = call.target.timeouts
         translator = self.translator(call)
         parser = SSEParser()
-        async with (
-            _mapped_errors(call.target),
-            call.http.post(
-                req.url, data=req.body, headers=req.headers, timeout=_timeout(t)
-            ) as resp,
-        ):
-            if resp.status >= 400:
-                err = self.parse_error(resp.status, await resp.read())
-                _keep_retry_after(err, resp)
-                raise err
+        async with _mapped_errors(call.target), self._post(call) as resp:
+            await self._check(resp)
             async for data in resp.content.iter_any():
                 for event in parser.feed(data):
                     for chunk in translator.feed(event):
@@ -154,25 +172,30 @@ class HttpProvider(Provider):
                 f"target {call.target.id} ended the stream before it was complete"
             )
 
-
-def error_from_body(status: int, body: bytes) -> UpstreamError:
-    """Read OpenAI- and Anthropic-style error bodies (``{"error": {...}}``) into an error."""
-    message, etype, code = f"upstream returned HTTP {status}", None, None
-    try:
-        data = orjson.loads(body)
-        err = data.get("error", data) if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            message = str(err.get("message") or message)
-            etype = err.get("type")
-            code = err.get("code")
-        elif isinstance(err, str):
-            message = err
-    except orjson.JSONDecodeError:
-        text = body[:200].decode("utf-8", "replace").strip()
-        if text:
-            message = f"{message}: {text}"
-    code = code if isinstance(code, str) else None
-    return UpstreamError(message, status=status, type=etype or "upstream_error", code=code)
+    async def relay(self, call: Call) -> AsyncIterator[Frames]:
+        """One ``Frames`` per upstream read that completes frames: one write downstream."""
+        if not self.openai_wire:
+            raise NotImplementedError(f"{self.name} streams are not OpenAI's wire format")
+        scanner = RelayScanner()
+        async with _mapped_errors(call.target), self._post(call) as resp:
+            await self._check(resp)
+            async for data in resp.content.iter_any():
+                frames = scanner.feed(data)
+                if frames is not None:
+                    yield frames
+                if scanner.error is not None:
+                    raise scanner.error
+                if scanner.done:
+                    return
+            frames = scanner.close()
+            if frames is not None:
+                yield frames
+            if scanner.error is not None:
+                raise scanner.error
+        if not scanner.done:
+            raise UpstreamUnreachable(
+                f"target {call.target.id} ended the stream before it was complete"
+            )
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,6 +29,7 @@ class OpenAIProvider(HttpProvider):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     default_key_env = "OPENAI_API_KEY"
+    openai_wire = True
 
     def build_request(self, call: Call) -> UpstreamRequest:
         headers = {"content-type": "application/json", "x-request-id": call.request_id}

@@ -44,7 +44,8 @@ from keeptrusts.errors import (
     UpstreamTimeout,
 )
 from keeptrusts.providers import registry
-from keeptrusts.providers.base import Call, Chunk, Provider
+from keeptrusts.providers.base import Call, Provider
+from keeptrusts.providers.relay import Frames
 from keeptrusts.routing import metrics
 from keeptrusts.routing.limits import Overloaded, QueueTimeout
 from keeptrusts.routing.retry import (
@@ -58,7 +59,7 @@ from keeptrusts.routing.retry import (
 from keeptrusts.routing.settings import RoutingSettings, compile_routing
 from keeptrusts.routing.state import TargetState
 from keeptrusts.routing.strategies import Strategy, make
-from keeptrusts.routing.streams import Tail, close, malformed, read_head
+from keeptrusts.routing.streams import Item, Tail, close, malformed, read_head
 
 log = logging.getLogger("keeptrusts.routing")
 SHED_RETRY_AFTER = "1"
@@ -273,13 +274,14 @@ class Router:
             return result
 
     async def open_stream(
-        self, ctx: RequestContext, route: Route
-    ) -> tuple[Chunk, AsyncIterator[Chunk]]:
-        """Return the first chunk and the rest of a stream.
+        self, ctx: RequestContext, route: Route, *, relay: bool = False
+    ) -> tuple[Item, AsyncIterator[Item]]:
+        """Return the first item and the rest of a stream.
 
         A failure before the first content chunk (role-only chunks are held back) falls
         through to the next target, invisible to the client; after it, the caller ends
-        the stream with an error event.
+        the stream with an error event. With ``relay`` (the caller can forward OpenAI SSE
+        untouched), a target whose provider speaks it streams ``Frames``, the head as one.
         """
         plan = self._plan(route)
         loop = asyncio.get_running_loop()
@@ -293,7 +295,10 @@ class Router:
             ttft = min(to.first_token or to.first_byte, to.total)
             started = time.perf_counter()
             deadline = loop.time() + to.total
-            stream = self._providers[target.provider].stream(self._call(ctx, call_target))
+            provider = self._providers[target.provider]
+            call = self._call(ctx, call_target)
+            relayed = relay and provider.openai_wire
+            stream = provider.relay(call) if relayed else provider.stream(call)
             exc: UpstreamError | None = None
             try:
                 async with asyncio.timeout(ttft):
@@ -322,6 +327,8 @@ class Router:
             state.stats.sample(ms, self.clock())
             ctx.target = target
             on_end = functools.partial(self._stream_ended, state, probe, ctx.attempts[-1])
+            if len(head) > 1 and type(head[0]) is Frames:
+                head = [Frames.join(head)]  # type: ignore[arg-type]
             rest = Tail(head[1:], stream, deadline=deadline, target_id=target.id, on_end=on_end)
             return head[0], rest
 

@@ -8,6 +8,9 @@ answer started": an upstream that dies right after the role chunk must still fal
 carries content, a tool call, a finish reason or usage; the router bounds that wait with
 the target's time-to-first-token timeout. After the head, failures reach the server,
 which ends the stream with an SSE error event instead of ``[DONE]``.
+
+A stream's items are parsed ``Chunk``s, or ``Frames`` (upstream bytes relayed as they
+are, see ``providers.relay``); nothing here looks inside them beyond "has content".
 """
 
 from __future__ import annotations
@@ -20,31 +23,27 @@ from typing import Any
 
 from keeptrusts.errors import UpstreamError, UpstreamTimeout
 from keeptrusts.providers.base import Chunk
+from keeptrusts.providers.relay import Frames
+from keeptrusts.providers.wire import carries_content
 
 HEAD_LIMIT = 8
 log = logging.getLogger("keeptrusts.routing")
+Item = Chunk | Frames
+
+__all__ = ["HEAD_LIMIT", "Item", "Tail", "carries_content", "close", "has_content", "read_head"]
 
 
-def carries_content(obj: dict[str, Any]) -> bool:
-    """Whether a chunk is more than preamble: any delta field besides ``role`` with a
-    value, a finish reason, or usage."""
-    if obj.get("usage"):
-        return True
-    for choice in obj.get("choices") or ():
-        if not isinstance(choice, dict):
-            return True
-        if choice.get("finish_reason"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
-            return True
-    return False
+def has_content(item: Item) -> bool:
+    """Whether a stream item is more than preamble."""
+    if type(item) is Frames:
+        return item.content
+    return carries_content(item.obj)  # type: ignore[union-attr]
 
 
-async def read_head(stream: AsyncIterator[Chunk]) -> list[Chunk]:
-    """Chunks up to and including the first with content; raise StopAsyncIteration if the
-    stream ends before any chunk."""
-    head: list[Chunk] = []
+async def read_head(stream: AsyncIterator[Item]) -> list[Item]:
+    """Items up to and including the first with content; raise StopAsyncIteration if the
+    stream ends before any item."""
+    head: list[Item] = []
     while True:
         try:
             chunk = await anext(stream)
@@ -53,7 +52,7 @@ async def read_head(stream: AsyncIterator[Chunk]) -> list[Chunk]:
                 return head  # a complete stream that said nothing: pass it on
             raise
         head.append(chunk)
-        if len(head) >= HEAD_LIMIT or carries_content(chunk.obj):
+        if len(head) >= HEAD_LIMIT or has_content(chunk):
             return head
 
 
@@ -70,6 +69,8 @@ class Tail:
     The total timeout is one timer per stream, not one per chunk (``asyncio.timeout``
     around every read costs microseconds per chunk): at the loop-time ``deadline`` it
     cancels the read in progress, or marks the stream so the next read fails.
+
+    One task reads a tail (the request handler's): it is looked up once, not per read.
     """
 
     __slots__ = (
@@ -82,13 +83,14 @@ class Tail:
         "_reading",
         "_stream",
         "_target_id",
+        "_task",
         "_timer",
     )
 
     def __init__(
         self,
-        head: list[Chunk],
-        stream: AsyncIterator[Chunk],
+        head: list[Item],
+        stream: AsyncIterator[Item],
         *,
         deadline: float,
         target_id: str,
@@ -103,12 +105,13 @@ class Tail:
         self._expired = False
         self._cleanup: asyncio.Future[Any] | None = None
         self._reading: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
 
     def __aiter__(self) -> Tail:
         return self
 
-    async def __anext__(self) -> Chunk:
+    async def __anext__(self) -> Item:
         if self._head:
             return self._head.popleft()
         if self._ended:
@@ -118,7 +121,10 @@ class Tail:
             raise StopAsyncIteration
         if self._expired:
             raise await self._timed_out()
-        task = self._reading = asyncio.current_task()
+        task = self._task
+        if task is None:
+            task = self._task = asyncio.current_task()
+        self._reading = task
         try:
             chunk = await anext(self._stream)
         except StopAsyncIteration:

@@ -91,22 +91,24 @@ async def serve_stream(
     headers: dict[str, str],
     pump: Pump,
     error_frame: Callable[[GatewayError], bytes],
+    relay: bool = False,
 ) -> web.StreamResponse:
     """Open the upstream stream, send it through ``pump`` and finish it.
 
     The audit event is recorded before the final frame (so strict durability holds for
-    streams too), and a client that goes away closes the upstream connection.
+    streams too), and a client that goes away closes the upstream connection. ``relay``:
+    the client reads OpenAI SSE, so with no output policy a target speaking it may stream
+    its bytes untouched (``providers.relay``).
     """
-    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route)
+    redactor = ctx.gen.chain.stream(ctx)
+    first, rest = await ctx.gen.router.open_stream(ctx, ctx.route, relay=relay and redactor is None)
     try:
-        redactor = ctx.gen.chain.stream(ctx)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
         await resp.prepare(request)
         last = await pump(resp, first, rest, redactor)
         if not await record(ctx):
             last = error_frame(AUDIT_FAILED)
-        await resp.write(last)
-        await resp.write_eof()
+        await resp.write_eof(last)  # the last frame and the end of the body: one write
     except (ConnectionResetError, asyncio.CancelledError):
         ctx.status = 499
         ctx.error = "client_disconnected"
