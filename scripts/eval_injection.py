@@ -162,6 +162,7 @@ def run_lso(
     all_s: list[np.ndarray] = []
     summary: list[tuple[str, dict, dict, int, int]] = []
     cache: dict = {}
+    tok_cache: dict = {}
     ablation: dict[str, list[tuple[dict, int, int]]] = {}
     saved = None
     if args.lso_from:
@@ -176,9 +177,24 @@ def run_lso(
         else:
             print(f"\n[LSO] training without {name} ...", file=sys.stderr)
             rows = tr.build_training_set(train, exclude=groups)
-            coef, intercept = tr.fit(rows, fz, args.C, seed=args.seed, cache=cache, cap=args.cap)
+            emb = None
+            if args.emb_dim:
+                vocab, raw_vectors = args.vectors
+                fold_train = [r for r in train if r.group not in groups]
+                emb = tr.make_embedder(vocab, raw_vectors, fold_train, args.emb_dim, tok_cache)
+            coef, intercept, emb_coef = tr.fit(
+                rows,
+                fz,
+                args.C,
+                seed=args.seed,
+                cache=cache,
+                cap=args.cap,
+                emb=emb,
+                tok_cache=tok_cache,
+            )
             coef16 = coef.astype(np.float16).astype(np.float32)
-            det = InjectionDetector(coef16, intercept, fz)  # uncalibrated: raw logits
+            dense_kw = {"embedder": emb, "emb_coef": emb_coef} if emb is not None else {}
+            det = InjectionDetector(coef16, intercept, fz, **dense_kw)  # uncalibrated: raw logits
             test = [r for r in everything if r.group in groups]
             y = np.array([r.label for r in test])
             raw = score_rows(det, [r.text for r in test])
@@ -189,7 +205,7 @@ def run_lso(
         for variant, kwargs in ABLATIONS.items():
             if args.no_ablation or saved is not None:
                 break
-            v_det = InjectionDetector(coef16, intercept, fz, **kwargs)
+            v_det = InjectionDetector(coef16, intercept, fz, **dense_kw, **kwargs)
             v_s = _calibrated(score_rows(v_det, [r.text for r in test]), cal)
             ablation.setdefault(variant, []).append(
                 (metrics(y, v_s, 0.8), int((y == 1).sum()), int((y == 0).sum()))
@@ -260,6 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--bits", type=int, default=None, help="LSO: hash bits (default: artifact's)")
     ap.add_argument("--seed", type=int, default=tr.SEED)
+    ap.add_argument(
+        "--emb-dim",
+        type=int,
+        default=None,
+        help="LSO: embedding size (0 = n-grams only; default: the artifact's)",
+    )
+    ap.add_argument(
+        "--vectors",
+        dest="vectors_path",
+        type=Path,
+        default=tr.DEFAULT_VECTORS,
+        help="LSO: raw token vectors (scripts/build_injection_vectors.py)",
+    )
     args = ap.parse_args(argv)
 
     det = InjectionDetector.from_file(args.model) if args.model else InjectionDetector.load()
@@ -296,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             args.featurizer = HashingFeaturizer.from_dict(
                 {**det._fz.to_dict(), "n_bits": args.bits}
             )
+        args.emb_dim = int(det.meta.get("emb_dim", 0)) if args.emb_dim is None else args.emb_dim
+        if args.emb_dim:
+            args.vectors = tr.load_vectors(args.vectors_path)
         cal = det.meta.get("calibration") or {}
         print(f"LSO: C={args.C}, featurizer {args.featurizer.to_dict()}, calibration {cal}")
         run_lso(train, dev, dev_extra, folds, args, cal)

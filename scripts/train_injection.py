@@ -85,12 +85,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from keeptrusts.detectors.injection import WINDOW_CHARS as WINDOW  # noqa: E402
-from keeptrusts.detectors.injection.features import HashingFeaturizer  # noqa: E402
+from keeptrusts.detectors.injection.embed import StaticEmbedder  # noqa: E402
+from keeptrusts.detectors.injection.features import HashingFeaturizer, prepare  # noqa: E402
 from keeptrusts.detectors.injection.normalize import normalize  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "prompt-injection"
 ARTIFACT = REPO / "src" / "keeptrusts" / "detectors" / "injection" / "model.npz"
 SEED = 20261127
+DEFAULT_VECTORS = REPO / "build" / "minilm-static.npz"
+EMB_DIM = 128
 LONG_BENIGN = True  # generated long system prompts, "act as" personas, constrained requests
 
 
@@ -1266,6 +1269,46 @@ def featurize(texts: list[str], fz: HashingFeaturizer, cache: dict | None = None
     )
 
 
+def load_vectors(path: Path) -> tuple[list[str], np.ndarray]:
+    """Raw static token vectors written by ``scripts/build_injection_vectors.py``."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["vocab"].tobytes().decode("utf-8").split("\n"), z["vectors"].astype(np.float32)
+
+
+def make_embedder(
+    vocab: list[str], raw: np.ndarray, rows: list[Row], dim: int, tok_cache: dict | None = None
+) -> StaticEmbedder:
+    """Reduce raw token vectors for the detector: centre, PCA to ``dim``, and weight each
+    token by ``a / (a + p(token))`` with ``p`` its frequency in ``rows`` (smooth inverse
+    frequency: "the" and "," stop dominating the average). Float16, like the artifact."""
+    base = StaticEmbedder(vocab, raw[:, :1])
+    counts = np.zeros(len(vocab))
+    for r in rows:
+        ids = _tokens(base, r.text, tok_cache)
+        np.add.at(counts, ids, 1)
+    p = (counts + 1) / (counts.sum() + len(vocab))
+    weight = 1e-3 / (1e-3 + p)
+    centred = raw - raw.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    reduced = (centred @ vt[:dim].T) * weight[:, None]
+    # A deterministic sign per component (SVD's is arbitrary): largest |loading| positive.
+    reduced *= np.sign(reduced[np.abs(reduced).argmax(axis=0), np.arange(dim)])
+    return StaticEmbedder(vocab, reduced.astype(np.float16).astype(np.float32))
+
+
+def _tokens(emb: StaticEmbedder, text: str, cache: dict | None) -> np.ndarray:
+    hit = cache.get(text) if cache is not None else None
+    if hit is None:
+        hit = emb.tokens(prepare(normalize(text)))[0]
+        if cache is not None:
+            cache[text] = hit
+    return hit
+
+
+def dense_features(texts: list[str], emb: StaticEmbedder, tok_cache: dict | None = None):
+    return np.stack([emb.pool(_tokens(emb, t, tok_cache)) for t in texts]).astype(np.float32)
+
+
 def fit(
     rows: list[Row],
     fz: HashingFeaturizer,
@@ -1274,12 +1317,18 @@ def fit(
     verbose: bool = True,
     cache: dict | None = None,
     cap: int = 3000,
+    emb: StaticEmbedder | None = None,
+    tok_cache: dict | None = None,
 ):
-    """Train and return ``(coef float32, intercept float)``."""
+    """Train and return ``(coef float32, intercept float, emb_coef float32 | None)``."""
+    from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
     x = featurize([r.text for r in rows], fz, cache)
+    if emb is not None:
+        dense = dense_features([r.text for r in rows], emb, tok_cache)
+        x = hstack([x, csr_matrix(dense)]).tocsr()
     y = np.array([r.label for r in rows])
     w = sample_weights(rows, cap=cap)
     t1 = time.perf_counter()
@@ -1291,7 +1340,9 @@ def fit(
             f" fitted in {time.perf_counter() - t1:.1f}s",
             file=sys.stderr,
         )
-    return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
+    coef = clf.coef_[0].astype(np.float32)
+    n = fz.n_features
+    return coef[:n], float(clf.intercept_[0]), (coef[n:] if emb is not None else None)
 
 
 def build_training_set(train: list[Row], exclude: frozenset[str] = frozenset()) -> list[Row]:
@@ -1300,13 +1351,26 @@ def build_training_set(train: list[Row], exclude: frozenset[str] = frozenset()) 
     return base + augment(base)
 
 
-def save_artifact(path: Path, coef: np.ndarray, intercept: float, fz: HashingFeaturizer, meta):
+def save_artifact(
+    path: Path,
+    coef: np.ndarray,
+    intercept: float,
+    fz: HashingFeaturizer,
+    meta,
+    emb: StaticEmbedder | None = None,
+    emb_coef: np.ndarray | None = None,
+    vocab: list[str] | None = None,
+):
     """Write a deterministic ``.npz`` (fixed zip timestamps, float16 weights, JSON meta)."""
     meta = {**meta, "featurizer": fz.to_dict(), "intercept": intercept}
     arrays = {
         "coef": coef.astype(np.float16),
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
     }
+    if emb is not None and emb_coef is not None and vocab is not None:
+        arrays["emb_vectors"] = emb.vectors.astype(np.float16)
+        arrays["emb_vocab"] = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
+        arrays["emb_coef"] = emb_coef.astype(np.float32)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, arr in arrays.items():
@@ -1378,6 +1442,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cap", type=int, default=3000, help="per (source, label) weight cap (rows)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument(
+        "--vectors",
+        type=Path,
+        default=DEFAULT_VECTORS,
+        help="static token vectors from scripts/build_injection_vectors.py ('' = n-grams only)",
+    )
+    ap.add_argument("--emb-dim", type=int, default=EMB_DIM, help="PCA size of the token vectors")
+    ap.add_argument(
         "--calibrate-from",
         type=Path,
         default=None,
@@ -1406,7 +1477,13 @@ def main(argv: list[str] | None = None) -> int:
     for (g, lab), n in sorted(counts.items()):
         print(f"  {g:40s} label={lab} n={n}", file=sys.stderr)
     fz = HashingFeaturizer(n_bits=args.bits, cues=args.cues)
-    coef, intercept = fit(rows, fz, args.C, seed=args.seed, cap=args.cap)
+    emb = vocab = None
+    if str(args.vectors):
+        if not args.vectors.exists():
+            sys.exit(f"{args.vectors} not found: run scripts/build_injection_vectors.py first")
+        vocab, raw = load_vectors(args.vectors)
+        emb = make_embedder(vocab, raw, [r for r in train], args.emb_dim)
+    coef, intercept, emb_coef = fit(rows, fz, args.C, seed=args.seed, cap=args.cap, emb=emb)
     calibration = None
     if args.calibrate_from:
         with np.load(args.calibrate_from, allow_pickle=False) as z:
@@ -1419,7 +1496,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "model": "hashed char3-5 + word1-2 n-grams"
         + (" + cues" if args.cues else "")
+        + (f" + MiniLM static embedding ({args.emb_dim}d)" if emb is not None else "")
         + ", L2 logistic regression",
+        "emb_dim": args.emb_dim if emb is not None else 0,
         "C": args.C,
         "cap": args.cap,
         "seed": args.seed,
@@ -1432,7 +1511,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_artifact(args.out, coef, intercept, fz, meta)
+    save_artifact(args.out, coef, intercept, fz, meta, emb, emb_coef, vocab)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()[:16]
     size = args.out.stat().st_size / 1e6
     took = time.perf_counter() - t0

@@ -5,8 +5,10 @@ Layers, in the order they run on one text:
 1. **Normalisation** (:mod:`.normalize`): NFKC, zero-width and tag-character removal,
    Zalgo stripping, homoglyph folding and whitespace collapsing. Encoded payloads
    (base64, hex, URL/HTML/``\\u`` escapes, ROT13) are decoded into extra *views*.
-2. **Classifier** (:mod:`.features` + ``model.npz``): hashed character 3-5-grams and
-   word 1-2-grams, logistic regression, inference in numpy only. Each view is scored
+2. **Classifier** (:mod:`.features` + :mod:`.embed` + ``model.npz``): hashed character
+   3-5-grams and word 1-2-grams plus a static sentence embedding (token vectors distilled
+   from all-MiniLM-L6-v2, averaged), one logistic regression over both, inference in
+   numpy only. Each view is scored
    as a whole and, when it is long, in overlapping windows, so that one injected
    paragraph inside a long pasted document is not diluted away.
 3. **Patterns** (:mod:`.patterns`): a few curated, high-precision attack phrasings in
@@ -33,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import HashingFeaturizer
+from .embed import StaticEmbedder
+from .features import HashingFeaturizer, prepare
 from .normalize import decode_payloads, normalize
 from .patterns import PATTERN_BOOST, match_patterns
 
@@ -73,11 +76,22 @@ class InjectionDetector:
         patterns: bool = True,
         decode: bool = True,
         meta: dict[str, Any] | None = None,
+        embedder: StaticEmbedder | None = None,
+        emb_coef: np.ndarray | None = None,
     ) -> None:
         coef = np.asarray(coef, dtype=np.float32)
         if coef.shape != (featurizer.n_features,):
             raise ValueError(f"coef has shape {coef.shape}, expected ({featurizer.n_features},)")
         coef.setflags(write=False)
+        if (embedder is None) != (emb_coef is None):
+            raise ValueError("embedder and emb_coef go together")
+        if embedder is not None and emb_coef is not None:
+            emb_coef = np.asarray(emb_coef, dtype=np.float32)
+            if emb_coef.shape != (embedder.dim,):
+                raise ValueError(f"emb_coef has shape {emb_coef.shape}, expected ({embedder.dim},)")
+            emb_coef.setflags(write=False)
+        self._emb = embedder
+        self._emb_coef = emb_coef
         self._coef = coef
         self._intercept = float(intercept)
         self._fz = featurizer
@@ -111,6 +125,10 @@ class InjectionDetector:
         with np.load(path, allow_pickle=False) as z:
             coef = z["coef"].astype(np.float32)
             meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            if "emb_vectors" in z.files:
+                vocab = z["emb_vocab"].tobytes().decode("utf-8").split("\n")
+                kwargs.setdefault("embedder", StaticEmbedder(vocab, z["emb_vectors"]))
+                kwargs.setdefault("emb_coef", z["emb_coef"])
         fz = HashingFeaturizer.from_dict(meta["featurizer"])
         return cls(coef, meta["intercept"], fz, meta=meta, **kwargs)
 
@@ -122,10 +140,24 @@ class InjectionDetector:
         # spinning threads cost more than the product itself for vectors this short.
         return float((self._coef[idx] * vals).sum()) + self._intercept
 
+    def _dense(self, sums: np.ndarray) -> np.ndarray:
+        """Embedding logit of each row of token-vector sums (mean and sum have the same
+        direction, and the embedding is L2-normalised, so the sum is enough)."""
+        assert self._emb_coef is not None
+        norms = np.sqrt((sums * sums).sum(axis=-1))
+        dots = (sums * self._emb_coef).sum(axis=-1)
+        return np.where(norms > 0, dots / np.maximum(norms, 1e-12), 0.0)
+
     def _model_view(self, text: str) -> tuple[float, float]:
         """``(whole-text logit, best window logit)`` for one view (window: -inf if short)."""
         buckets, starts = self._fz.positions(text)
+        vecs = tok_starts = None
         whole = self._logit(buckets)
+        if self._emb is not None:
+            # Same prepared string as the n-grams, so window offsets line up.
+            tok_ids, tok_starts = self._emb.tokens(prepare(text))
+            vecs = self._emb.vectors[tok_ids]
+            whole += float(self._dense(vecs.sum(axis=0)))
         best = -math.inf
         if self._windows and starts.size and int(starts.max()) >= WINDOW_CHARS + WINDOW_STRIDE:
             order = np.argsort(starts, kind="stable")
@@ -134,9 +166,20 @@ class InjectionDetector:
             lo_edges = np.arange(0, end - WINDOW_STRIDE, WINDOW_STRIDE)
             lo = np.searchsorted(starts, lo_edges, side="left")
             hi = np.searchsorted(starts, lo_edges + WINDOW_CHARS, side="left")
-            for i, j in zip(lo.tolist(), hi.tolist(), strict=True):
+            dense = np.zeros(lo_edges.size)
+            if vecs is not None and tok_starts is not None:
+                t_lo = np.searchsorted(tok_starts, lo_edges, side="left")
+                t_hi = np.searchsorted(tok_starts, lo_edges + WINDOW_CHARS, side="left")
+                # One slice sum per window: numpy's cumsum along the token axis is slower,
+                # and a matrix product would wake BLAS threads for a tiny job.
+                sums = np.zeros((lo_edges.size, vecs.shape[1]), dtype=np.float32)
+                for k, (a, b) in enumerate(zip(t_lo.tolist(), t_hi.tolist(), strict=True)):
+                    if b > a:
+                        sums[k] = vecs[a:b].sum(axis=0)
+                dense = self._dense(sums)
+            for k, (i, j) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
                 if j > i:
-                    best = max(best, self._logit(buckets[i:j]) - WINDOW_MARGIN)
+                    best = max(best, self._logit(buckets[i:j]) + float(dense[k]) - WINDOW_MARGIN)
         return whole, best
 
     def _prob(self, logit: float) -> float:

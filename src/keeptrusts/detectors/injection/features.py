@@ -13,7 +13,8 @@ Feature definition for one text ``t``:
   once from prefix sums, so there is no Python loop over characters), salted with its
   kind and length, mixed with the SplitMix64 finaliser, and reduced to ``2**n_bits``
   buckets. The hash is independent of ``PYTHONHASHSEED``.
-* Optional *cue* features (``cues=1``): a few source-independent signals of an attack
+* Optional *cue* features (``cues=1``, or ``2`` with the same cues in six more
+  languages): a few source-independent signals of an attack
   (instruction override, references to hidden/system instructions, extraction
   requests, persona/jailbreak vocabulary, refusal suppression, fake role/boundary
   markers, "say '...'" payloads), each one regex over the prepared text and one
@@ -154,6 +155,67 @@ CUES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
     (starts, re.compile(rx)) for starts, rx in _CUE_SPECS
 )
 
+# Cue version 2: the same cues in German, French, Spanish, Italian, Portuguese and Dutch,
+# plus a few more English persona switches. Each extra regex feeds the bucket of the cue
+# it translates (index into CUES), so the weight learnt mostly from English attacks
+# carries over to other languages, for which the training data has few attacks.
+_DE_OBJ = (
+    r"(?:anweisung\w*|instruktion\w*|befehl\w*|regeln|vorgaben|richtlinien|aufgabe\w*|"
+    r"einschränkung\w*|programmierung|consignes|instructions?|règles|directives|"
+    r"instrucciones|reglas|directrices|órdenes|istruzioni|regole|direttive|"
+    r"instruções|instrucoes|regras|diretrizes|instructies|regels|opdrachten)"
+)
+_VERB = (
+    r"(?:vergiss|vergessen sie|ignorier\w*|ignore[rz]|missacht\w*|überspring\w*|oublie\w*|"
+    r"olvida\w*|ignora\w*|descarta\w*|dimentica\w*|esque[cç]a\w*|negeer\w*|vergeet)"
+)
+_CUE_EXTRA_SPECS: tuple[tuple[int, str], ...] = (
+    (0, rf"{_VERB}\b[^.!?\n]{{0,40}}\b{_DE_OBJ}\b"),
+    (1, rf"{_VERB}\b[^.!?\n]{{0,20}}\b(?:alles|obige\w*|vorherige\w*|bisherige\w*|tout|"
+        r"précédent\w*|ci-dessus|todo|anterior\w*|tutto|precedent\w*|tudo|hierboven)\b"),
+    (2, r"(?:vorherige\w*|bisherige\w*|obige\w*|ursprünglich\w*|geheime\w*|versteckte\w*|"
+        r"vorangegangene\w*)\s+(?:\w+\s+)?(?:anweisung\w*|befehl\w*|regeln|vorgaben|"
+        r"richtlinien|instruktion\w*)\b"),
+    (2, r"(?:instructions|consignes|règles|instrucciones|reglas|istruzioni|regole|instruções|"
+        r"regras|instructies)\s+(?:précédentes|initiales|secrètes|cachées|anteriores|previas|"
+        r"iniciales|secretas|ocultas|precedenti|iniziali|segrete|nascoste|prévias|iniciais|"
+        r"vorige|eerdere|geheime)\b"),
+    (3, r"(?:system-?prompts?|systemanweisung\w*|systemnachricht\w*|prompt (?:système|"
+        r"del sistema|di sistema|do sistema)|invite système|systeemprompt)\b"),
+    (4, r"\b(?:deine|ihre|dein|tes|vos|tus|sus|tue|tuoi|suas|seus|je)\s+(?:\w+\s+)?"
+        r"(?:anweisungen|regeln|programmierung|richtlinien|einschränkungen|vorgaben|"
+        r"entwickler\w*|instructions|règles|consignes|instrucciones|reglas|istruzioni|regole|"
+        r"instruções|regras|instructies|regels)\b"),
+    (5, r"(?:zeig\w*|verrat\w*|nenn\w*|wiederhol\w*|druck\w*|gib|révèle\w*|affiche\w*|"
+        r"montre\w*|répète\w*|revela\w*|muestra\w*|repite\w*|mostra\w*|rivela\w*|"
+        r"ripeti\w*|toon|herhaal)\b[^.!?\n]{0,30}\b(?:prompt|anweisungen|passwort|kennwort|"
+        r"geheimnis|schlüssel|mot de passe|contraseña|clave|password|senha|instructions|"
+        r"instrucciones|istruzioni|instruções|wachtwoord)\b"),
+    (6, r"(?:du bist (?:jetzt|nun|ab jetzt|ab sofort|ab heute)|ab (?:jetzt|sofort)|von nun an|"
+        r"tu es (?:maintenant|désormais)|à partir de maintenant|désormais|dorénavant|"
+        r"ahora eres|a partir de ahora|de ahora en adelante|da ora in poi|d'ora in poi|"
+        r"ora sei|agora (?:você é|voce e|és)|a partir de agora|vanaf nu|je bent nu|"
+        r"now you(?: are|'re)|pretend (?:to be|you are|you're)|imagine (?:you are|you're)|"
+        r"you are no longer|act as if you (?:have|had) no)\b"),
+    (7, r"(?:ohne (?:jegliche |irgendwelche |alle )?(?:einschränkungen|regeln|filter|zensur|"
+        r"grenzen|moral|ethik)|uneingeschränkt\w*|unzensiert\w*|sans (?:aucune )?(?:restrictions?|"
+        r"règles|filtres?|censure|limites)|sin (?:ninguna )?(?:restricciones|reglas|filtros|"
+        r"censura|límites)|senza (?:alcuna )?(?:restrizion\w|regole|filtri|censura|limiti)|"
+        r"sem (?:nenhuma )?(?:restrições|regras|filtros|censura|limites)|zonder (?:regels|"
+        r"beperkingen|filters|censuur))\b"),
+    (11, r"(?:neue (?:aufgabe|anweisung\w*|regel\w*|rolle)|nouvel\w* (?:tâche|instructions?|"
+         r"règles?|rôle)|nuev\w* (?:tarea|instrucci\w+|reglas?|rol)|nuov\w (?:compito|istruzion\w|"
+         r"regol\w|ruolo)|nov\w (?:tarefa|instruç\w+|regras?|função)|nieuwe (?:taak|"
+         r"instructies|regels|rol))\b"),
+    (12, r"(?:sag|sage|schreib\w*|antworte\w* (?:nur )?mit|gib (?:nur )?aus|dis|écris|réponds|"
+         r"di|escribe|responde con|scrivi|rispondi con|diga|escreva|responda com|zeg|schrijf)"
+         r"\s+(?:nur\s+|genau\s+|seulement\s+|solo\s+|só\s+|alleen\s+)?[\"'“„«‘]"),
+    (14, r"(?:gehackt|gekapert|piraté|hackeado|hackerato|gehackt)\b"),
+)  # fmt: skip
+CUE_EXTRA: tuple[tuple[int, re.Pattern[str]], ...] = tuple(
+    (k, re.compile(rx)) for k, rx in _CUE_EXTRA_SPECS
+)
+
 
 @functools.lru_cache(maxsize=8)
 def _cue_buckets(seed: int, n_features: int) -> tuple[int, ...]:
@@ -277,6 +339,11 @@ class HashingFeaturizer:
                 if rx.match(t, i):
                     bk.append(ids[k])
                     st.append(i)
+        if self.cues >= 2:
+            for k, rx in CUE_EXTRA:
+                for m in rx.finditer(t):
+                    bk.append(ids[k])
+                    st.append(m.start())
         if not bk:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return (

@@ -93,9 +93,22 @@ def _invisible_table() -> dict[int, int | str | None]:
 
 
 _INVISIBLE = _invisible_table()
-_INVISIBLE_RE = re.compile(
-    "[" + "".join(re.escape(chr(cp)) for cp in sorted(_INVISIBLE)) + "]",
-)
+
+
+def _char_class(codepoints: list[int]) -> str:
+    """A regex character class of runs (``a-z``): one range per run of consecutive code
+    points is much faster to match than hundreds of single characters."""
+    runs: list[list[int]] = []
+    for cp in sorted(codepoints):
+        if runs and cp == runs[-1][1] + 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    parts = (re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in runs)
+    return "[" + "".join(parts) + "]"
+
+
+_INVISIBLE_RE = re.compile(_char_class(list(_INVISIBLE)))
 
 
 def nfkc(text: str) -> str:
