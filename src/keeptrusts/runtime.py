@@ -102,7 +102,9 @@ class Gateway:
         self.http = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+            # One session serves every client: a cookie an upstream sets for one request
+            # must never ride along on another's (and the jar costs time per request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.gen = replace(self.gen, router=Router(self.config, self.http))
         self.metrics.watch(
@@ -205,7 +207,7 @@ class Gateway:
 
     def begin(self, ctx: RequestContext) -> None:
         """Count a request as in flight; ``finish`` ends it."""
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         ctx.state["in_flight"] = True
 
     def overloaded(self) -> bool:
@@ -235,12 +237,13 @@ class Gateway:
         if not ctx.state.pop("in_flight", False):
             return
         self.requests_processed += 1
-        self.metrics.in_flight.dec()
+        self.metrics.in_flight -= 1
         if self.limits is not None:
             self.limits.settle(ctx)
-        self.metrics.observe(ctx)
+        verdict = decide_verdict(ctx)[0]
+        self.metrics.observe(ctx, verdict)
         if self.tracing is not None:
-            self.tracing.end(ctx, decide_verdict(ctx)[0])
+            self.tracing.end(ctx, verdict)
         event = self._event_once(ctx)
         if event is not None and self.audit is not None:
             self.audit.submit(event)
