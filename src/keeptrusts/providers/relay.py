@@ -86,31 +86,40 @@ class RelayScanner:
         return self._scan(rest + b"\n\n") if rest.strip() else None
 
     def _scan(self, frames: bytes) -> Frames | None:
-        end = _DONE.search(frames)
+        at = frames.find(b"[DONE]")
+        end = _DONE.search(frames, max(0, at - 8)) if at >= 0 else None
         if end is not None:
             self.done = True
             # Keep the newline that ends the frame before [DONE]; drop [DONE] and the rest.
             cut = end.start()
             frames = frames[: cut + 1] if frames[cut : cut + 1] == b"\n" else frames[:cut]
         usage = None
-        content = False
-        if not self._started or _ERROR.search(frames) or _USAGE.search(frames):
+        content = self._started
+        if not content or _next_key(frames, 0) >= 0:
             frames, usage, content = self._inspect(frames)
         if not frames.strip():
             return None
-        return Frames(frames, content or self._started, usage)
+        return Frames(frames, content, usage)
 
     def _inspect(self, frames: bytes) -> tuple[bytes, dict[str, Any] | None, bool]:
-        """Parse frame by frame; cut before an error frame. Returns the frames to forward,
-        the usage seen and whether any frame carries content."""
+        """Parse the frames that matter; cut before an error frame. Returns the frames to
+        forward, the usage seen and whether the answer has started."""
         usage = None
-        content = False
-        pos = 0
-        for part in frames.split(b"\n\n"):
-            start, pos = pos, pos + len(part) + 2
-            if self._started and not (_ERROR.search(part) or _USAGE.search(part)):
-                continue
-            data = _data(part)
+        pos, size = 0, len(frames)
+        while pos < size:
+            if self._started:
+                # Jump to the frame holding the next error or usage key, if any. A frame
+                # never contains a blank line (JSON escapes newlines).
+                key = _next_key(frames, pos)
+                if key < 0:
+                    break
+                blank = frames.rfind(b"\n\n", pos, key)
+                if blank >= 0:
+                    pos = blank + 2
+            start = pos
+            end = frames.find(b"\n\n", start)
+            pos = size if end < 0 else end + 2
+            data = _data(frames[start:pos])
             if not data:
                 continue
             obj = orjson.loads(data)
@@ -118,12 +127,24 @@ class RelayScanner:
                 continue
             if "error" in obj and "choices" not in obj:
                 self.error = error_from_body(502, data)
-                return frames[:start], usage, content
+                return frames[:start], usage, self._started
             if obj.get("usage"):
                 usage = obj["usage"]
             if not self._started and carries_content(obj):
-                content = self._started = True
-        return frames, usage, content
+                self._started = True
+        return frames, usage, self._started
+
+
+def _next_key(data: bytes, pos: int) -> int:
+    """Offset of the first ``"error":`` or ``"usage": {`` at or after ``pos``, or -1. A
+    substring search first: far faster than the regex, which then confirms."""
+    found = -1
+    for literal, pattern in ((b'"error"', _ERROR), (b'"usage"', _USAGE)):
+        if data.find(literal, pos) >= 0:
+            m = pattern.search(data, pos)
+            if m is not None and (found < 0 or m.start() < found):
+                found = m.start()
+    return found
 
 
 def _data(frame: bytes) -> bytes:
