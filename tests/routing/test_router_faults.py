@@ -435,3 +435,18 @@ async def test_an_abandoned_stream_frees_its_slot_at_the_deadline(tmp_path, fp) 
             await anext(rest)
         assert e.value.status == 504
         await rest.aclose()
+
+
+async def test_total_timeout_on_a_plain_request_falls_back(tmp_path, fp) -> None:  # type: ignore[no-untyped-def]
+    # a answers after 1 s: within its first-byte timeout, past its total one.
+    a = target("a", fp.url, timeouts={"first_byte": 5, "total": 0.3})
+    b = target("b", fp.url)
+    config = build_config(tmp_path, [a, b])
+    fp.enqueue(Reply(delay_first_byte=1.0, match_path="/a/"))
+    async with router_for(config) as router:
+        started = time.perf_counter()
+        ctx, result = await ask(router)
+        took = time.perf_counter() - started
+    assert not isinstance(result, GatewayError), result
+    assert [(x.target_id, x.outcome) for x in ctx.attempts] == [("a", "timeout"), ("b", "ok")]
+    assert 0.3 <= took < 0.9  # the deadline fired (within its tick), long before a answered
