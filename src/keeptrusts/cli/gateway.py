@@ -29,6 +29,7 @@ from keeptrusts.runtime import (
 )
 from keeptrusts.server.admin import load_or_create_admin_token
 from keeptrusts.server.app import build_app
+from keeptrusts.server.gctune import tune_gc
 from keeptrusts.tracing import TracingUnavailable
 
 DEFAULT_LISTEN = "0.0.0.0:41002"
@@ -204,6 +205,7 @@ async def _serve(gateway: Gateway, host: str, port: int, drain: float) -> None:
         await runner.cleanup()
         raise
     print(f"  listening on http://{host}:{port}", flush=True)
+    tune_gc()  # the gateway is built: its objects live until exit
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from keeptrusts.audit.remote import RemoteSink, SinkHost, encode, recv_frame
+from keeptrusts.server.gctune import tune_gc
 
 if TYPE_CHECKING:
     from keeptrusts.audit.sink import AuditSink
@@ -469,6 +470,7 @@ async def _serve_worker(
     await runner.setup()
     for sock in socks:
         await web.SockSite(runner, sock, backlog=BACKLOG).start()
+    tune_gc()  # the gateway is built: its objects live until exit
     sink.send_control({"t": "ready", "pid": pid})
     await stop.wait()
     # Stops accepting, waits up to ``drain`` for in-flight requests, then closes the
