@@ -1293,7 +1293,7 @@ def make_embedder(
     reduced = (centred @ vt[:dim].T) * weight[:, None]
     # A deterministic sign per component (SVD's is arbitrary): largest |loading| positive.
     reduced *= np.sign(reduced[np.abs(reduced).argmax(axis=0), np.arange(dim)])
-    return StaticEmbedder(vocab, reduced.astype(np.float16).astype(np.float32))
+    return StaticEmbedder(vocab, reduced.astype(np.float16))
 
 
 def _tokens(emb: StaticEmbedder, text: str, cache: dict | None) -> np.ndarray:

@@ -156,7 +156,7 @@ class InjectionDetector:
         if self._emb is not None:
             # Same prepared string as the n-grams, so window offsets line up.
             tok_ids, tok_starts = self._emb.tokens(prepare(text))
-            vecs = self._emb.vectors[tok_ids]
+            vecs = self._emb.gather(tok_ids)
             whole += float(self._dense(vecs.sum(axis=0)))
         best = -math.inf
         if self._windows and starts.size and int(starts.max()) >= WINDOW_CHARS + WINDOW_STRIDE:

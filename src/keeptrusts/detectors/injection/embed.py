@@ -72,11 +72,13 @@ class StaticEmbedder:
             raise ValueError("one vector per vocabulary entry is required")
         self._ids = {t: i for i, t in enumerate(vocab)}
         self._unk = self._ids.get(unk, 0)
-        self.vectors = np.asarray(vectors, dtype=np.float32)
+        # Kept in the artifact's dtype (float16: half the memory); rows are widened to
+        # float32 when gathered.
+        self.vectors = np.asarray(vectors)
         self.vectors.setflags(write=False)
         self.dim = int(self.vectors.shape[1])
         # Word -> token ids; words repeat across prompts, so the cache pays for itself.
-        self._word_ids = lru_cache(maxsize=65536)(self._wordpiece)
+        self._word_ids = lru_cache(maxsize=16384)(self._wordpiece)
 
     def _wordpiece(self, word: str) -> tuple[int, ...]:
         ids: list[int] = []
@@ -119,9 +121,13 @@ class StaticEmbedder:
         """Mean of the tokens' vectors, L2-normalised (zeros for no tokens)."""
         if ids.size == 0:
             return np.zeros(self.dim, dtype=np.float32)
-        v = self.vectors[ids].mean(axis=0)
+        v = self.vectors[ids].astype(np.float32).mean(axis=0)
         n = float(np.sqrt((v * v).sum()))
         return v / n if n > 0 else v
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """float32 vectors of ``ids`` ``(len(ids), dim)``."""
+        return self.vectors[ids].astype(np.float32)
 
     def embed(self, text: str) -> np.ndarray:
         return self.pool(self.tokens(text)[0])

@@ -160,10 +160,10 @@ CUES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
 # it translates (index into CUES), so the weight learnt mostly from English attacks
 # carries over to other languages, for which the training data has few attacks.
 _DE_OBJ = (
-    r"(?:anweisung\w*|instruktion\w*|befehl\w*|regeln|vorgaben|richtlinien|aufgabe\w*|"
-    r"einschränkung\w*|programmierung|consignes|instructions?|règles|directives|"
-    r"instrucciones|reglas|directrices|órdenes|istruzioni|regole|direttive|"
-    r"instruções|instrucoes|regras|diretrizes|instructies|regels|opdrachten)"
+    r"(?:\w*anweisung\w*|instruktion\w*|\w*befehl\w*|\w*regeln|vorgaben|\w*richtlinien|"
+    r"aufgabe\w*|einschränkung\w*|programmierung|consignes|instructions?|règles|directives?|"
+    r"instrucciones|instrucción|reglas|directrices|directriz|órdenes|istruzioni|regole|"
+    r"direttive|instruções|instrucoes|regras|diretrizes|instructies|regels|opdrachten)"
 )
 _VERB = (
     r"(?:vergiss|vergessen sie|ignorier\w*|ignore[rz]|missacht\w*|überspring\w*|oublie\w*|"
@@ -187,10 +187,11 @@ _CUE_EXTRA_SPECS: tuple[tuple[int, str], ...] = (
         r"entwickler\w*|instructions|règles|consignes|instrucciones|reglas|istruzioni|regole|"
         r"instruções|regras|instructies|regels)\b"),
     (5, r"(?:zeig\w*|verrat\w*|nenn\w*|wiederhol\w*|druck\w*|gib|révèle\w*|affiche\w*|"
-        r"montre\w*|répète\w*|revela\w*|muestra\w*|repite\w*|mostra\w*|rivela\w*|"
-        r"ripeti\w*|toon|herhaal)\b[^.!?\n]{0,30}\b(?:prompt|anweisungen|passwort|kennwort|"
-        r"geheimnis|schlüssel|mot de passe|contraseña|clave|password|senha|instructions|"
-        r"instrucciones|istruzioni|instruções|wachtwoord)\b"),
+        r"montre\w*|répète\w*|revela\w*|muestra\w*|repite\w*|expon\w*|mostr\w*|rivela\w*|"
+        r"ripeti\w*|toon|herhaal)\b[^.!?\n]{0,40}\b(?:\w*prompt\w*|\w*anweisung\w*|"
+        r"passwort|kennwort|geheimnis|schlüssel|mot de passe|contraseña|clave|password|senha|"
+        r"instructions?|instrucci\w+|istruzion\w|instruç\w+|directive\w*|directriz\w*|"
+        r"diretriz\w*|direttiv\w|indicaci\w+|wachtwoord)\b"),
     (6, r"(?:du bist (?:jetzt|nun|ab jetzt|ab sofort|ab heute)|ab (?:jetzt|sofort)|von nun an|"
         r"tu es (?:maintenant|désormais)|à partir de maintenant|désormais|dorénavant|"
         r"ahora eres|a partir de ahora|de ahora en adelante|da ora in poi|d'ora in poi|"
