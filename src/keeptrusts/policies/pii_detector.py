@@ -8,7 +8,8 @@ values back; the mapping lives in the request's own context and dies with it.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,6 +19,9 @@ from keeptrusts.policies.matching import HoldBackFilter, Match, Rule, apply, com
 from keeptrusts.policies.offload import run_detector
 from keeptrusts.policies.registry import register
 from keeptrusts.policies.text import TextSlot, request_slots, response_slots
+
+if TYPE_CHECKING:
+    from keeptrusts.detectors.pii import PiiAnalyzer
 
 DEFAULT_ENTITIES = [
     "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS",
@@ -130,8 +134,17 @@ def _with_repeats(text: str, matches: list[Match], values: dict[str, Rule]) -> l
     folded = text.casefold()
     if len(folded) != len(text):  # case folding changed offsets; keep what we have
         return matches
+    # What is taken so far, as disjoint intervals in order (``starts[i]``..``ends[i]``), so
+    # that whether a span is free is two comparisons, not a pass over every finding.
+    starts: list[int] = []
+    ends: list[int] = []
+    for s, e in sorted((m.start, m.end) for m in matches):
+        if ends and s <= ends[-1]:
+            ends[-1] = max(ends[-1], e)
+        else:
+            starts.append(s)
+            ends.append(e)
     extra: list[Match] = []
-    taken = [(m.start, m.end) for m in matches]
     for value, rule in values.items():
         start = folded.find(value)
         while start != -1:
@@ -139,11 +152,59 @@ def _with_repeats(text: str, matches: list[Match], values: dict[str, Rule]) -> l
             boundary = (start == 0 or not folded[start - 1].isalnum()) and (
                 end == len(folded) or not folded[end].isalnum()
             )
-            if boundary and not any(s < end and start < e for s, e in taken):
-                extra.append(Match(rule, start, end))
-                taken.append((start, end))
+            if boundary:
+                i = bisect_right(starts, start)
+                if (i == 0 or ends[i - 1] <= start) and (i == len(starts) or end <= starts[i]):
+                    extra.append(Match(rule, start, end))
+                    starts.insert(i, start)
+                    ends.insert(i, end)
             start = folded.find(value, end)
     return sorted([*matches, *extra], key=lambda m: m.start) if extra else matches
+
+
+# (entities, thresholds, custom patterns): what an analyzer is built from.
+AnalyzerSpec = tuple[tuple[str, ...], tuple[tuple[str, float], ...], tuple[tuple[str, str], ...]]
+# One analyzer per spec in each process (the gateway's and its scan process).
+_ANALYZERS: dict[AnalyzerSpec, PiiAnalyzer] = {}
+_MAX_ANALYZERS = 16  # configs seen across reloads; the oldest is dropped
+
+
+def _analyzer(spec: AnalyzerSpec) -> PiiAnalyzer:
+    analyzer = _ANALYZERS.get(spec)
+    if analyzer is None:
+        from keeptrusts.detectors.pii import PiiAnalyzer
+
+        entities, thresholds, patterns = spec
+        analyzer = PiiAnalyzer(
+            entities=list(entities), thresholds=dict(thresholds), extra_patterns=list(patterns)
+        )
+        while len(_ANALYZERS) >= _MAX_ANALYZERS:
+            _ANALYZERS.pop(next(iter(_ANALYZERS)))
+        _ANALYZERS[spec] = analyzer
+    return analyzer
+
+
+def find_pii(spec: AnalyzerSpec, texts: list[str]) -> list[list[tuple[str, int, int]]]:
+    """``(entity, start, end)`` per text, plus every other occurrence of a value found in any
+    of the texts (e.g. a name repeated in lower case).
+
+    All of it is CPU work that grows with the text (the repeats with the findings too), so
+    for long texts all of it runs off the event loop: in the scan process or a thread
+    (``policies.offload``), which is why it is a module-level function of plain values.
+    """
+    analyzer = _analyzer(spec)
+    rules: dict[str, Rule] = {}
+
+    def rule(entity: str) -> Rule:
+        r = rules.get(entity)
+        if r is None:
+            r = rules[entity] = Rule(entity, None, "redact")
+        return r
+
+    found = [[Match(rule(f.entity), f.start, f.end) for f in analyzer.analyze(t)] for t in texts]
+    if every_value := _values(texts, found):
+        found = [_with_repeats(t, ms, every_value) for t, ms in zip(texts, found, strict=True)]
+    return [[(m.rule.name, m.start, m.end) for m in ms] for ms in found]
 
 
 @register("pii-detector")
@@ -152,14 +213,13 @@ class PiiDetector(Policy):
 
     def __init__(self, config: PiiDetectorConfig, env: PolicyEnv) -> None:
         super().__init__(config, env)
-        from keeptrusts.detectors.pii import PiiAnalyzer
-
         self.config: PiiDetectorConfig = config
-        self.analyzer = PiiAnalyzer(
-            entities=config.entities,
-            thresholds=dict(config.thresholds),
-            extra_patterns=config.custom_patterns(),
+        self.spec: AnalyzerSpec = (
+            tuple(config.entities),
+            tuple(sorted(config.thresholds.items())),
+            tuple(config.custom_patterns()),
         )
+        self.analyzer = _analyzer(self.spec)
         self._rules: dict[str, Rule] = {}
         self._restore_rule = Rule("restore", None, "redact")
         self.phases = frozenset(config.apply_to)
@@ -192,12 +252,10 @@ class PiiDetector(Policy):
     ) -> tuple[list[Match], Verdict | None]:
         texts = [s.text for s in slots]
         size = sum(len(t) for t in texts)
-        found = await run_detector(self.env, size, lambda: [self._scan(t) for t in texts])
-        found = (
-            [_with_repeats(t, ms, every_value) for t, ms in zip(texts, found, strict=True)]
-            if (every_value := _values(texts, found))
-            else found
-        )
+        found = [
+            [Match(self._rule(entity), start, end) for entity, start, end in spans]
+            for spans in await run_detector(self.env, size, find_pii, self.spec, texts)
+        ]
         every = [m for ms in found for m in ms]
         if not every:
             return every, None

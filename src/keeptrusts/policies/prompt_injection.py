@@ -54,6 +54,15 @@ class PromptInjectionConfig(PolicyConfig):
         return self.action or (self.response.action if self.response else "block")
 
 
+def max_score(texts: list[str]) -> float:
+    """The highest injection score of ``texts``; a module-level function of plain values so
+    that a long request can be scored in the scan process (``policies.offload``)."""
+    from keeptrusts.detectors.injection import InjectionDetector
+
+    detector = InjectionDetector.load()  # one per process, loaded once
+    return max((detector.score(t) for t in texts), default=0.0)
+
+
 @register("prompt-injection")
 class PromptInjection(Policy):
     Config = PromptInjectionConfig
@@ -69,13 +78,10 @@ class PromptInjection(Policy):
         self.message = config.response.message if config.response else DEFAULT_MESSAGE
         self.roles = frozenset(config.scan_roles)
 
-    def _score(self, texts: list[str]) -> float:
-        return max((self.detector.score(t) for t in texts), default=0.0)
-
     async def on_request(self, ctx: RequestContext) -> Verdict:
         texts = [s.text for s in request_slots(ctx.body) if s.where in self.roles and s.text]
         size = sum(len(t) for t in texts)
-        score = round(await run_detector(self.env, size, lambda: self._score(texts)), 4)
+        score = round(await run_detector(self.env, size, max_score, texts), 4)
         if score < self.threshold:
             return Verdict.allow(score=score)
         message = f"{self.message} (score {score:.2f} >= {self.threshold})"
