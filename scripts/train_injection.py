@@ -1438,7 +1438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ARTIFACT, help="artifact path (.npz)")
     ap.add_argument("--C", type=float, default=8.0, help="inverse L2 regularisation strength")
     ap.add_argument("--bits", type=int, default=20, help="log2 of the number of hash buckets")
-    ap.add_argument("--cues", type=int, default=1, help="cue features version (0 = off)")
+    ap.add_argument("--cues", type=int, default=2, help="cue features version (0 = off)")
     ap.add_argument("--cap", type=int, default=3000, help="per (source, label) weight cap (rows)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument(
