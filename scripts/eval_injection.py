@@ -10,7 +10,8 @@ at several thresholds for:
   (augmentation included) is re-run without the fold's sources, and the model is
   tested on every row of those sources (train, dev and extra). Related sources are
   held out together (spikee-compose, spikee and pyrit share payloads), so these
-  numbers estimate accuracy on sources never seen in training. Slow: ~30 s a fold.
+  numbers estimate accuracy on sources never seen in training. Slow: ~2 min a fold
+  (the token vectors from ``scripts/build_injection_vectors.py`` must be in build/).
 
 It also times ``score()`` on ~50-word and ~1,000-word prompts (median and p95).
 
