@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 from keeptrusts.detectors.base import Finding
-from keeptrusts.detectors.pii.recognizer import Pattern, PatternRecognizer
+from keeptrusts.detectors.pii.recognizer import Pattern, PatternRecognizer, has_digits
 
 
 def luhn_ok(digits: str) -> bool:
@@ -49,6 +49,7 @@ IBAN_LENGTHS = {
 class EmailRecognizer(PatternRecognizer):
     entity = "EMAIL_ADDRESS"
     name = "email"
+    needs_any = "@"
     patterns = (
         Pattern(
             "email",
@@ -73,6 +74,7 @@ class CreditCardRecognizer(PatternRecognizer):
 
     entity = "CREDIT_CARD"
     name = "credit_card"
+    min_digits = 12
     patterns = (Pattern("card", r"(?<![\w\-.])[12-6](?:[ \-]?\d){11,18}(?![\w\-]|\.\d)", 1.0),)
     context = ("card", "credit", "visa", "mastercard", "amex", "cc", "debit", "payment")
 
@@ -103,6 +105,7 @@ class UsSsnRecognizer(PatternRecognizer):
 
     entity = "US_SSN"
     name = "us_ssn"
+    min_digits = 9
     patterns = (
         Pattern("ssn_dashed", r"(?<![\w\-.])\d{3}([\- ])\d{2}\1\d{4}(?![\w\-]|\.\d)", 0.85),
         Pattern("ssn_plain", r"(?<![\w\-.])\d{9}(?![\w\-]|\.\d)", 0.3),
@@ -125,12 +128,15 @@ class IbanRecognizer(PatternRecognizer):
 
     entity = "IBAN_CODE"
     name = "iban"
+    min_digits = 2  # the check digits
     patterns = (
         Pattern("iban", r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,30}", 1.0),
     )
 
     def analyze(self, text: str) -> list[Finding]:
-        out = []
+        out: list[Finding] = []
+        if not self.may_match(text):
+            return out
         for pattern, m in self.matches(text):
             start = m.start()
             length = IBAN_LENGTHS.get(text[start : start + 2].upper())
@@ -170,7 +176,11 @@ class IpRecognizer(PatternRecognizer):
         return ":" not in value  # IPv6 candidates are handled in analyze (their end needs trimming)
 
     def analyze(self, text: str) -> list[Finding]:
-        out = super().analyze(text)
+        # IPv4 needs three dots and four digits; IPv6 two colons (its candidates never pass
+        # ``validate``, so the base class's pass only finds IPv4).
+        out = super().analyze(text) if text.count(".") >= 3 and has_digits(text, 4) else []
+        if text.count(":") < 2:
+            return out
         v6 = self._compiled[1]
         for pattern, rx in (v6,):
             for m in rx.finditer(text):

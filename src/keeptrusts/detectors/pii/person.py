@@ -54,8 +54,8 @@ _LOWER_STOP = W.WEAK_CUES | W.NEGATIVE_PRECEDERS | W.LOCATION_PRECEDERS | W.PERS
 
 _TRIM = _LOWER_STOP | W.FUNCTION_WORDS
 
-_STRONG_LEFT = frozenset({"L_title", "L_strong"})
-_CUED = _STRONG_LEFT | {"L_weak", "R_person", "R_poss"}
+# Left contexts that make a span a name on their own ("Dr.", "my name is").
+_STRONG_LEFT_KINDS = frozenset({"title", "strong"})
 
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
@@ -72,6 +72,8 @@ class Token:
     common: bool
     kind: int  # 0 = not name-like
     possessive: bool
+    prev_key: str = ""  # the word before (any word), lower-cased
+    prev_end: int = -1  # where it ends; -1 for the first word of the text
 
 
 class Lexicon:
@@ -144,10 +146,62 @@ def _shape(word: str) -> str:
     return "M"
 
 
-def tokenize(text: str, lex: Lexicon) -> list[Token]:
+# A word's properties that do not depend on where it stands: (key, shape, first-name bucket,
+# last-name bucket, common, kind). ``_INIT_IF_DOTTED`` marks a one-letter word that is an
+# initial only if upper case or followed by a dot.
+WordInfo = tuple[str, str, int, int, bool, int]
+_INIT_IF_DOTTED = -1
+# Words remembered per recognizer (most text is the same few thousand words); when full the
+# table starts over, which bounds its memory at a few MB.
+WORD_CACHE_SIZE = 50_000
+
+
+def word_info(word: str, lex: Lexicon) -> WordInfo:
+    """What the lexicon and word lists say about ``word`` (possessive already stripped)."""
+    key = word.lower()
+    shape = _shape(word)
+    if key in lex.names or "-" in key:
+        fb, lb = lex.buckets(key)
+    else:
+        fb = lb = 0
+    is_common = key in lex.common or key in W.FUNCTION_WORDS or _CONTRACTION.search(key) is not None
+    kind = 0
+    if is_common and "'" in key:
+        kind = 0  # "i'm", "don't", "it's"
+    elif key in W.STOPLIST and shape in "TU" and lb >= 4:
+        kind = CORE  # "Valencia", "London": a city, but also a common surname
+    elif key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
+        kind = 0
+    elif shape == "L" and key in _LOWER_STOP:
+        kind = 0  # "ask", "ping", "the": cue words, not names, when written in lower case
+    elif key in W.THING_FOLLOWERS and max(fb, lb) < 3:
+        kind = 0  # "Station", "Street", "Inc": ends a run, seen as right context
+    elif shape == "U" and len(word) <= 3:
+        kind = 0  # acronyms: "PR", "CEO", "API"
+    elif key in W.PARTICLES and shape in "LT":
+        kind = PART
+    elif len(word) == 1:
+        kind = _INIT_IF_DOTTED
+    elif fb or lb:
+        kind = WEAK if (is_common and shape == "L") else CORE
+    elif not is_common and len(word) > 1 and shape != "M":
+        kind = UNK
+    elif shape == "M" and (fb or lb):
+        kind = CORE
+    return key, shape, fb, lb, is_common, kind
+
+
+def tokenize(text: str, lex: Lexicon, cache: dict[str, WordInfo] | None = None) -> list[Token]:
+    """The name-like words of ``text`` (kind > 0), each knowing the word before it;
+    ``cache`` remembers ``word_info`` across calls.
+
+    Other words matter only as the word before a name, or by breaking a run (a word between
+    two name-like words makes their gap more than spaces), so they get no token: most words
+    of ordinary text are not name-like.
+    """
     toks = []
-    names = lex.names
-    common = lex.common
+    append = toks.append
+    prev_key, prev_end = "", -1
     for m in _WORD.finditer(text):
         start, end = m.span()
         word = m.group()
@@ -156,38 +210,23 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
             word = word[:-2]
             end -= 2
             possessive = True
-        key = word.lower()
-        shape = _shape(word)
-        if key in names or "-" in key:
-            fb, lb = lex.buckets(key)
-        else:
-            fb = lb = 0
-        is_common = key in common or key in W.FUNCTION_WORDS or _CONTRACTION.search(key) is not None
-        kind = 0
-        if is_common and "'" in key:
-            kind = 0  # "i'm", "don't", "it's"
-        elif key in W.STOPLIST and shape in "TU" and lb >= 4:
-            kind = CORE  # "Valencia", "London": a city, but also a common surname
-        elif key in W.FUNCTION_WORDS or key in W.STOPLIST or key in W.TITLES:
-            kind = 0
-        elif shape == "L" and key in _LOWER_STOP:
-            kind = 0  # "ask", "ping", "the": cue words, not names, when written in lower case
-        elif key in W.THING_FOLLOWERS and max(fb, lb) < 3:
-            kind = 0  # "Station", "Street", "Inc": ends a run, seen as right context
-        elif shape == "U" and len(word) <= 3:
-            kind = 0  # acronyms: "PR", "CEO", "API"
-        elif key in W.PARTICLES and shape in "LT":
-            kind = PART
-        elif len(word) == 1:
-            if shape == "I" or text[end : end + 1] == ".":
-                kind = INIT
-        elif fb or lb:
-            kind = WEAK if (is_common and shape == "L") else CORE
-        elif not is_common and len(word) > 1 and shape != "M":
-            kind = UNK
-        elif shape == "M" and (fb or lb):
-            kind = CORE
-        toks.append(Token(start, end, key, shape, fb, lb, is_common, kind, possessive))
+        info = cache.get(word) if cache is not None else None
+        if info is None:
+            info = word_info(word, lex)
+            if cache is not None:
+                if len(cache) >= WORD_CACHE_SIZE:
+                    cache.clear()
+                cache[word] = info
+        key, shape, fb, lb, is_common, kind = info
+        if kind == _INIT_IF_DOTTED:
+            kind = INIT if shape == "I" or text[end : end + 1] == "." else 0
+        if kind:
+            append(
+                Token(
+                    start, end, key, shape, fb, lb, is_common, kind, possessive, prev_key, prev_end
+                )
+            )
+        prev_key, prev_end = key, end
     return toks
 
 
@@ -234,13 +273,95 @@ def runs(text: str, toks: list[Token]) -> list[tuple[int, int]]:
 
 def _prev_word(text: str, toks: list[Token], a: int) -> tuple[str, str]:
     """The word before token ``a`` and the text between them."""
-    if a == 0:
-        return "", text[: toks[0].start]
-    p = toks[a - 1]
-    return p.key, text[p.end : toks[a].start]
+    t = toks[a]
+    if t.prev_end < 0:
+        return "", text[: t.start]
+    return t.prev_key, text[t.prev_end : t.start]
 
 
-def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
+def left_context(text: str, toks: list[Token], a: int) -> str:
+    """What stands before token ``a``: a title, a strong cue, a sentence start, ..."""
+    first = toks[a]
+    prev, gap = _prev_word(text, toks, a)
+    window = text[max(0, first.start - 28) : first.start].lower()
+    if prev in W.TITLES and gap.strip() in ("", "."):
+        return "title"
+    if _CUE_RX.search(window):
+        return "strong"
+    if (first.prev_end < 0 and not gap.strip()) or _SENT_END.search(
+        text[: first.start][-6:] or "\n"
+    ):
+        return "sent"
+    if prev in W.NEGATIVE_PRECEDERS and not gap.strip():
+        return "neg"
+    if prev in W.PLACE_PREFIXES and not gap.strip():
+        return "place"
+    if prev in W.LOCATION_PRECEDERS and not gap.strip():
+        return "loc"
+    if prev in W.WEAK_CUES and gap.strip() in ("", ":"):
+        return "weak"
+    if prev in W.THING_FOLLOWERS and not gap.strip():
+        return "place"  # "Fundacja Kut", "Grupo Herrera"
+    if ":" in gap:
+        return "colon"
+    if "(" in gap or "[" in gap:
+        return "paren"
+    if "," in gap:
+        return "comma"
+    return "none"
+
+
+def right_context(text: str, toks: list[Token], b: int) -> str:
+    """What follows token ``b``: a possessive ("poss"), a number, a thing word, ..."""
+    last = toks[b]
+    if last.possessive:
+        return "poss"
+    rest = text[last.end : last.end + 24]
+    stripped = rest.lstrip(" \t")
+    m = _WORD.match(stripped)
+    nxt = m.group().lower() if m else ""
+    between = rest[: len(rest) - len(stripped)]
+    if stripped[:1].isdigit() or stripped[:2].lower() in ("v1", "v2", "v3", "v4"):
+        return "num"
+    if m and m.start() == 0 and nxt in W.THING_FOLLOWERS:
+        return "thing"
+    if m and m.start() == 0 and nxt in W.PERSON_FOLLOWERS:
+        return "person"
+    if stripped[:1] in (",", ";", ")"):
+        return "comma"
+    if stripped[:1] in ("(", "<", "[") or (stripped[:1] == "-" and "@" in rest):
+        return "paren"
+    if stripped[:1] in (".", "!", "?", "\n") or not stripped:
+        return "end"
+    if stripped[:1] == ":":
+        return "colon"
+    if not between and m is None:
+        return "other"
+    return "none"
+
+
+def span_case(span: list[Token]) -> str:
+    """The case of a span's words (particles and initials aside): lower, title, upper, mixed."""
+    shapes = {t.shape for t in span if t.kind not in (PART, INIT)}
+    if shapes == {"L"}:
+        return "lower"
+    if shapes <= {"T"}:
+        return "title"
+    if shapes == {"U"}:
+        return "upper"
+    return "mixed"
+
+
+def features(
+    text: str,
+    toks: list[Token],
+    a: int,
+    b: int,
+    left: str | None = None,
+    right: str | None = None,
+) -> list[str]:
+    """The scorer's features of the span ``toks[a..b]``; ``left`` and ``right`` are its
+    ``left_context`` and ``right_context`` when already known (they depend on one end)."""
     span = toks[a : b + 1]
     n = len(span)
     first, last = span[0], span[-1]
@@ -289,45 +410,14 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
         f.append("hyphen")
     if any(_ambiguous(t) for t in span):
         f.append("amb1" if n == 1 else "amb_multi")
-    shapes = {t.shape for t in span if t.kind not in (PART, INIT)}
-    if shapes == {"L"}:
-        case = "lower"
-    elif shapes <= {"T"}:
-        case = "title"
-    elif shapes == {"U"}:
-        case = "upper"
-    else:
-        case = "mixed"
+    case = span_case(span)
     f.append(f"case_{case}")
     if n == 1 and first.shape == "T" and first.fb == 0 and first.lb == 0:
         f.append("s_title_unknown")
 
     # left context
-    prev, gap = _prev_word(text, toks, a)
-    window = text[max(0, first.start - 28) : first.start].lower()
-    left = "none"
-    if prev in W.TITLES and gap.strip() in ("", "."):
-        left = "title"
-    elif _CUE_RX.search(window):
-        left = "strong"
-    elif (a == 0 and not gap.strip()) or _SENT_END.search(text[: first.start][-6:] or "\n"):
-        left = "sent"
-    elif prev in W.NEGATIVE_PRECEDERS and not gap.strip():
-        left = "neg"
-    elif prev in W.PLACE_PREFIXES and not gap.strip():
-        left = "place"
-    elif prev in W.LOCATION_PRECEDERS and not gap.strip():
-        left = "loc"
-    elif prev in W.WEAK_CUES and gap.strip() in ("", ":"):
-        left = "weak"
-    elif prev in W.THING_FOLLOWERS and not gap.strip():
-        left = "place"  # "Fundacja Kut", "Grupo Herrera"
-    elif ":" in gap:
-        left = "colon"
-    elif "(" in gap or "[" in gap:
-        left = "paren"
-    elif "," in gap:
-        left = "comma"
+    if left is None:
+        left = left_context(text, toks, a)
     f.append(f"L_{left}")
     f.append(f"L_{left}_{case}")
     f.append(f"L_{left}_n{min(n, 2)}")
@@ -344,31 +434,11 @@ def features(text: str, toks: list[Token], a: int, b: int) -> list[str]:
         f.append("glued")
 
     # right context
-    if last.possessive:
+    if right is None:
+        right = right_context(text, toks, b)
+    if right == "poss":
         f.append("R_poss")
     else:
-        rest = text[last.end : last.end + 24]
-        m = _WORD.match(rest.lstrip(" \t"))
-        nxt = m.group().lower() if m else ""
-        between = rest[: len(rest) - len(rest.lstrip(" \t"))]
-        stripped = rest.lstrip(" \t")
-        right = "none"
-        if stripped[:1].isdigit() or stripped[:2].lower() in ("v1", "v2", "v3", "v4"):
-            right = "num"
-        elif m and m.start() == 0 and nxt in W.THING_FOLLOWERS:
-            right = "thing"
-        elif m and m.start() == 0 and nxt in W.PERSON_FOLLOWERS:
-            right = "person"
-        elif stripped[:1] in (",", ";", ")"):
-            right = "comma"
-        elif stripped[:1] in ("(", "<", "[") or (stripped[:1] == "-" and "@" in rest):
-            right = "paren"
-        elif stripped[:1] in (".", "!", "?", "\n") or not stripped:
-            right = "end"
-        elif stripped[:1] == ":":
-            right = "colon"
-        elif not between and m is None:
-            right = "other"
         f.append(f"R_{right}")
         f.append(f"R_{right}_n{min(n, 2)}")
     return f
@@ -407,6 +477,7 @@ class PersonRecognizer(Recognizer):
 
     def __init__(self, lexicon: Lexicon | None = None, model: dict | None = None) -> None:
         self.lexicon = lexicon or load_lexicon()
+        self._words: dict[str, WordInfo] = {}
         m = model or load_model()
         self.weights: dict[str, float] = m["weights"]
         self.bias: float = m["bias"]
@@ -418,7 +489,7 @@ class PersonRecognizer(Recognizer):
 
     def candidates(self, text: str) -> list[tuple[int, int, float, list[str]]]:
         """Every scored variant of every run: (start, end, score, features)."""
-        toks = tokenize(text, self.lexicon)
+        toks = tokenize(text, self.lexicon, self._words)
         out = []
         for a, b in runs(text, toks):
             for x, y in variants(toks, a, b):
@@ -427,23 +498,38 @@ class PersonRecognizer(Recognizer):
         return out
 
     def analyze(self, text: str) -> list[Finding]:
-        toks = tokenize(text, self.lexicon)
+        toks = tokenize(text, self.lexicon, self._words)
         out = []
+        lefts: dict[int, str] = {}
+        rights: dict[int, str] = {}
         for a, b in runs(text, toks):
             best: tuple[float, int, int] | None = None
             for x, y in variants(toks, a, b):
-                if not any(t.kind in (CORE, WEAK, UNK) for t in toks[x : y + 1]):
+                span = toks[x : y + 1]
+                if not any(t.kind in (CORE, WEAK, UNK) for t in span):
                     continue
-                feats = features(text, toks, x, y)
-                if x == y and _ambiguous(toks[x]) and not _STRONG_LEFT.intersection(feats):
+                # The rules below need only the span's ends and case, so they run before
+                # the features are built: most candidates in ordinary text stop here.
+                left = lefts.get(x)
+                if left is None:
+                    left = lefts[x] = left_context(text, toks, x)
+                strong = left in _STRONG_LEFT_KINDS
+                if x == y and not strong and _ambiguous(toks[x]):
                     continue  # "ask Claude", "the Jenkins job", "in Valencia"
-                if x == y and toks[x].kind == UNK and not _CUED.intersection(feats):
+                right = rights.get(y)
+                if right is None:
+                    right = rights[y] = right_context(text, toks, y)
+                if (
+                    x == y
+                    and toks[x].kind == UNK
+                    and not (strong or left == "weak" or right in ("person", "poss"))
+                ):
                     continue  # a lone word unknown to the lexicon, with no cue: "(Sparkasse)"
-                if "case_lower" in feats and not _STRONG_LEFT.intersection(feats):
-                    head, span = toks[x], toks[x : y + 1]
+                if not strong and span_case(span) == "lower":
+                    head = toks[x]
                     if max(max(t.fb, t.lb) for t in span) < 2 or (head.common and head.fb < 3):
                         continue  # lower case needs a clear name: not "habe mit", "tag qa"
-                s = self.score(feats)
+                s = self.score(features(text, toks, x, y, left, right))
                 if best is None or s > best[0]:
                     best = (s, toks[x].start, toks[y].end)
             if best is not None:

@@ -16,7 +16,7 @@ import phonenumbers
 from phonenumbers import NumberParseException
 
 from keeptrusts.detectors.base import Finding
-from keeptrusts.detectors.pii.recognizer import Recognizer
+from keeptrusts.detectors.pii.recognizer import Recognizer, has_digits
 
 # US, Canada, UK, Germany, France, Spain, Italy, Netherlands, India, Brazil, Poland, Australia,
 # plus a few large neighbours whose national formats are common in European and Indian text.
@@ -40,6 +40,8 @@ _REJECT = (
     re.compile(r"^\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,7}$"),  # card-like groups of four
 )
 
+
+MIN_DIGITS = 7  # in a phone number, extension aside
 
 # an IBAN-like code running right up to the candidate
 _IN_GROUPED_CODE = re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4})*[ \-]?$")
@@ -104,13 +106,15 @@ class PhoneRecognizer(Recognizer):
         return None
 
     def analyze(self, text: str) -> list[Finding]:
-        out = []
+        out: list[Finding] = []
+        if not has_digits(text, MIN_DIGITS):
+            return out
         for m in _CANDIDATE.finditer(text):
             start, end = m.span()
             cand = m.group()
             body = _EXTENSION.sub("", cand)
             digits = sum(ch.isdigit() for ch in body)
-            if not 7 <= digits <= 15 or "\n" in cand or "  " in body:
+            if not MIN_DIGITS <= digits <= 15 or "\n" in cand or "  " in body:
                 continue
             if body.count("(") != body.count(")") or any(rx.match(body) for rx in _REJECT):
                 continue

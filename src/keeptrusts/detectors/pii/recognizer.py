@@ -51,6 +51,10 @@ class PatternRecognizer(Recognizer):
 
     patterns: ClassVar[tuple[Pattern, ...]] = ()
     flags: ClassVar[int] = 0
+    # What any match needs, checked before the regexes run (most text has no candidate):
+    # one of these characters, and at least this many digits.
+    needs_any: ClassVar[str] = ""
+    min_digits: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self._compiled = tuple(
@@ -65,7 +69,15 @@ class PatternRecognizer(Recognizer):
     def validate(self, value: str, match: re.Match[str]) -> bool | float:
         return True
 
+    def may_match(self, text: str) -> bool:
+        """False when ``text`` cannot hold a match (a cheap, exact pre-check)."""
+        if self.needs_any and not any(ch in text for ch in self.needs_any):
+            return False
+        return not self.min_digits or has_digits(text, self.min_digits)
+
     def analyze(self, text: str) -> list[Finding]:
+        if not self.may_match(text):
+            return []
         out: list[Finding] = []
         seen: set[tuple[int, int]] = set()
         for pattern, m in self.matches(text):
@@ -80,6 +92,14 @@ class PatternRecognizer(Recognizer):
             seen.add((start, end))
             out.append(Finding(self.entity, start, end, score, self.name))
         return out
+
+
+def has_digits(text: str, n: int) -> bool:
+    """Whether ``text`` may hold ``n`` decimal digits: exact for ASCII text; other text may
+    use other scripts' digits, which ``\\d`` matches too, so it always may."""
+    if not text.isascii():
+        return True
+    return sum(map(text.count, "0123456789")) >= n
 
 
 class CustomPatternRecognizer(Recognizer):
