@@ -8,13 +8,13 @@ so a policy that did not run is never logged as passed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from keeptrusts.context import PolicyResult, RequestContext
+from keeptrusts.deadlines import Deadlines
 from keeptrusts.errors import PolicyViolation
 from keeptrusts.policies.base import Action, Policy, StreamFilter, Verdict
 
@@ -30,6 +30,7 @@ class Chain:
         self.fail_mode = fail_mode
         self.input = tuple(p for p in self.policies if "input" in p.phases)
         self.output = tuple(p for p in self.policies if "output" in p.phases)
+        self._deadlines = Deadlines()
 
     @property
     def names(self) -> list[str]:
@@ -63,8 +64,8 @@ class Chain:
     ) -> Verdict:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(policy.timeout_s):
-                verdict = await hook
+            # One shared timer for every hook's bound (asyncio.timeout costs ~5 us a hook).
+            verdict = await self._deadlines.within(hook, policy.timeout_s)
         except Exception as exc:  # a policy bug must not take the gateway down
             return self._failed(ctx, policy, phase, started, exc)
         ms = (time.perf_counter() - started) * 1000.0

@@ -28,14 +28,15 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
 from keeptrusts.config.model import GatewayConfig, Target
 from keeptrusts.context import Attempt, RequestContext
+from keeptrusts.deadlines import Deadlines
 from keeptrusts.errors import (
     GatewayError,
     ModelNotFound,
@@ -47,7 +48,6 @@ from keeptrusts.providers import registry
 from keeptrusts.providers.base import Call, Provider
 from keeptrusts.providers.relay import Frames
 from keeptrusts.routing import metrics
-from keeptrusts.routing.deadlines import Deadlines
 from keeptrusts.routing.limits import Overloaded, QueueTimeout
 from keeptrusts.routing.retry import (
     backoff_base,
@@ -64,7 +64,6 @@ from keeptrusts.routing.streams import Item, Tail, close, malformed, read_head
 
 log = logging.getLogger("keeptrusts.routing")
 SHED_RETRY_AFTER = "1"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +252,7 @@ class Router:
             started = time.perf_counter()
             exc: UpstreamError | None = None
             try:
-                result = await self._within(
+                result = await self._deadlines.within(
                     provider.complete(self._call(ctx, call_target)), call_target.timeouts.total
                 )
             except TimeoutError:
@@ -305,7 +304,7 @@ class Router:
             stream = provider.relay(call) if relayed else provider.stream(call)
             exc: UpstreamError | None = None
             try:
-                head = await self._within(read_head(stream), ttft)
+                head = await self._deadlines.within(read_head(stream), ttft)
             except TimeoutError:
                 exc = UpstreamTimeout(f"target {target.id} sent no content within {ttft}s")
             except StopAsyncIteration:
@@ -369,22 +368,6 @@ class Router:
             plan.attempts += 1
             plan.tried[target.id] = plan.tried.get(target.id, 0) + 1
             return target, state, probe
-
-    async def _within(self, aw: Awaitable[T], seconds: float) -> T:
-        """Await ``aw``; TimeoutError once ``seconds`` have passed (see ``Deadlines``)."""
-        task = asyncio.current_task()
-        assert task is not None
-        deadlines = self._deadlines
-        deadlines.start(task, asyncio.get_running_loop().time() + seconds)
-        try:
-            return await aw
-        except asyncio.CancelledError:
-            # Our deadline's cancellation, and nobody else's: a timeout, not a disconnect.
-            if deadlines.end(task) and task.uncancel() == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            deadlines.end(task)
 
     @staticmethod
     async def _sleep(ctx: RequestContext, seconds: float) -> None:

@@ -7,21 +7,11 @@ import time
 
 import pytest
 
-from keeptrusts.routing.deadlines import TICK, Deadlines
+from keeptrusts.deadlines import TICK, Deadlines
 
 
 async def _within(d: Deadlines, seconds: float, aw):  # type: ignore[no-untyped-def]
-    task = asyncio.current_task()
-    assert task is not None
-    d.start(task, asyncio.get_running_loop().time() + seconds)
-    try:
-        return await aw
-    except asyncio.CancelledError:
-        if d.end(task) and task.uncancel() == 0:
-            raise TimeoutError from None
-        raise
-    finally:
-        d.end(task)
+    return await d.within(aw, seconds)
 
 
 async def test_deadline_cancels_late_work_within_a_tick() -> None:
