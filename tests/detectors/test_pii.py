@@ -460,3 +460,19 @@ def test_person_score_is_a_probability(everything: PiiAnalyzer) -> None:
     (f,) = [f for f in everything.analyze("Dear Mr. Johnson, thank you.") if f.entity == "PERSON"]
     assert 0.5 < f.score <= 1.0
     assert f.detector == "person"
+
+
+def test_cached_analysis_is_the_same_and_only_for_short_texts() -> None:
+    from keeptrusts.detectors.pii import CACHE_MAX_CHARS, PiiAnalyzer
+
+    a = PiiAnalyzer(entities=["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"])
+    text = "Hi, I am Maria Gonzalez, mail maria@example.com or call +1 415 555 0134."
+    first = a.analyze(text, cache=True)
+    assert first == a.analyze(text) == a.analyze(text, cache=True)
+    first.clear()  # callers get their own list: the cached findings are not theirs to change
+    assert a.analyze(text, cache=True) == a.analyze(text)
+    info = a._recent.cache_info()
+    assert info.hits == 2 and info.misses == 1
+    long_text = "Maria Gonzalez " * (CACHE_MAX_CHARS // 10)
+    assert a.analyze(long_text, cache=True) == a.analyze(long_text)
+    assert a._recent.cache_info().currsize == 1

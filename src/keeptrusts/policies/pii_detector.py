@@ -184,9 +184,12 @@ def _analyzer(spec: AnalyzerSpec) -> PiiAnalyzer:
     return analyzer
 
 
-def find_pii(spec: AnalyzerSpec, texts: list[str]) -> list[list[tuple[str, int, int]]]:
+def find_pii(
+    spec: AnalyzerSpec, texts: list[str], cache: bool = False
+) -> list[list[tuple[str, int, int]]]:
     """``(entity, start, end)`` per text, plus every other occurrence of a value found in any
-    of the texts (e.g. a name repeated in lower case).
+    of the texts (e.g. a name repeated in lower case). ``cache``: the texts are a request's,
+    whose system prompt and earlier turns come back with the next request.
 
     All of it is CPU work that grows with the text (the repeats with the findings too), so
     for long texts all of it runs off the event loop: in the scan process or a thread
@@ -201,7 +204,10 @@ def find_pii(spec: AnalyzerSpec, texts: list[str]) -> list[list[tuple[str, int, 
             r = rules[entity] = Rule(entity, None, "redact")
         return r
 
-    found = [[Match(rule(f.entity), f.start, f.end) for f in analyzer.analyze(t)] for t in texts]
+    found = [
+        [Match(rule(f.entity), f.start, f.end) for f in analyzer.analyze(t, cache=cache)]
+        for t in texts
+    ]
     if every_value := _values(texts, found):
         found = [_with_repeats(t, ms, every_value) for t, ms in zip(texts, found, strict=True)]
     return [[(m.rule.name, m.start, m.end) for m in ms] for ms in found]
@@ -248,13 +254,13 @@ class PiiDetector(Policy):
         )
 
     async def _check(
-        self, ctx: RequestContext, slots: list[TextSlot], *, restorable: bool
+        self, ctx: RequestContext, slots: list[TextSlot], *, restorable: bool, cache: bool
     ) -> tuple[list[Match], Verdict | None]:
         texts = [s.text for s in slots]
         size = sum(len(t) for t in texts)
         found = [
             [Match(self._rule(entity), start, end) for entity, start, end in spans]
-            for spans in await run_detector(self.env, size, find_pii, self.spec, texts)
+            for spans in await run_detector(self.env, size, find_pii, self.spec, texts, cache)
         ]
         every = [m for ms in found for m in ms]
         if not every:
@@ -275,12 +281,15 @@ class PiiDetector(Policy):
         return every, Verdict.redact(_counts(every), reason_code="pii_detected")
 
     async def on_request(self, ctx: RequestContext) -> Verdict:
-        _, verdict = await self._check(ctx, request_slots(ctx.body), restorable=self.config.restore)
+        # A request's texts repeat (system prompt, earlier turns); a fresh answer does not.
+        _, verdict = await self._check(
+            ctx, request_slots(ctx.body), restorable=self.config.restore, cache=True
+        )
         return verdict or ALLOW
 
     async def on_response(self, ctx: RequestContext, response: dict[str, Any]) -> Verdict:
         slots = response_slots(response)
-        _, verdict = await self._check(ctx, slots, restorable=False)
+        _, verdict = await self._check(ctx, slots, restorable=False, cache=False)
         if self.config.restore:
             originals = self._markers(ctx).originals
             for slot in slots:

@@ -8,7 +8,8 @@ not the operator's system prompt.
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,7 +61,25 @@ def max_score(texts: list[str]) -> float:
     from keeptrusts.detectors.injection import InjectionDetector
 
     detector = InjectionDetector.load()  # one per process, loaded once
-    return max((detector.score(t) for t in texts), default=0.0)
+    return max(
+        (
+            _recent_score(detector, t) if len(t) <= CACHE_MAX_CHARS else detector.score(t)
+            for t in texts
+        ),
+        default=0.0,
+    )
+
+
+# Scores by exact text, per process: a chat sends its earlier turns again with every
+# request (the answer does not change, so neither does their score). Only short texts are
+# kept, which bounds the memory to a few MB.
+CACHE_ENTRIES = 1024
+CACHE_MAX_CHARS = 2000
+
+
+@functools.lru_cache(maxsize=CACHE_ENTRIES)
+def _recent_score(detector: Any, text: str) -> float:
+    return float(detector.score(text))
 
 
 @register("prompt-injection")

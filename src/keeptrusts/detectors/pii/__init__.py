@@ -14,6 +14,7 @@ A :class:`PiiAnalyzer` is immutable after construction and safe to share between
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from keeptrusts.detectors.base import Finding
@@ -42,6 +43,9 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "IP_ADDRESS": 0.5,
 }
 CUSTOM_PATTERN_THRESHOLD = 0.5
+# Recent texts' findings kept per analyzer (``analyze(text, cache=True)``).
+CACHE_ENTRIES = 1024
+CACHE_MAX_CHARS = 2000
 
 
 def supported_entities() -> list[str]:
@@ -86,10 +90,21 @@ class PiiAnalyzer:
             merged[entity] = float(value)
         self.thresholds: Mapping[str, float] = merged
         self._recognizers: tuple[Recognizer, ...] = tuple(recognizers)
+        self._recent = functools.lru_cache(maxsize=CACHE_ENTRIES)(self._findings)
 
-    def analyze(self, text: str) -> list[Finding]:
-        """Non-overlapping findings in ``text``, ordered by position."""
+    def analyze(self, text: str, *, cache: bool = False) -> list[Finding]:
+        """Non-overlapping findings in ``text``, ordered by position.
+
+        ``cache``: the text is likely to come back (a system prompt, an earlier turn of a
+        chat), so look it up among the recent ones first. Only texts up to
+        ``CACHE_MAX_CHARS`` are kept, which bounds the memory to a few MB.
+        """
+        if cache and len(text) <= CACHE_MAX_CHARS:
+            return list(self._recent(text))
         return _analyze(text, self._recognizers, self.thresholds)
+
+    def _findings(self, text: str) -> tuple[Finding, ...]:
+        return tuple(_analyze(text, self._recognizers, self.thresholds))
 
 
 def analyze(
