@@ -45,9 +45,13 @@ class Deadlines:
             return True
         return False
 
-    async def within(self, aw: Awaitable[T], seconds: float) -> T:
-        """Await ``aw``; TimeoutError once ``seconds`` have passed (up to ``TICK`` later)."""
-        task = asyncio.current_task()
+    async def within(
+        self, aw: Awaitable[T], seconds: float, task: asyncio.Task[Any] | None = None
+    ) -> T:
+        """Await ``aw``; TimeoutError once ``seconds`` have passed (up to ``TICK`` later).
+        ``task``: the current task, when the caller already knows it."""
+        if task is None:
+            task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cancel, no deadline
             return await aw
         self.start(task, asyncio.get_running_loop().time() + seconds)

@@ -8,6 +8,7 @@ so a policy that did not run is never logged as passed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,8 +39,9 @@ class Chain:
 
     async def run_input(self, ctx: RequestContext) -> None:
         """Run input hooks; raise ``PolicyViolation`` on a block."""
+        task = asyncio.current_task()  # once, not per hook (a Python function in 3.11)
         for i, policy in enumerate(self.input):
-            verdict = await self._run(ctx, policy, "input", policy.on_request(ctx))
+            verdict = await self._run(ctx, policy, "input", policy.on_request(ctx), task)
             if verdict.action is Action.BLOCK:
                 self._skip(ctx, self.input[i + 1 :], "input", "chain short-circuited")
                 self._skip(ctx, self.output, "output", "not reached")
@@ -47,8 +49,10 @@ class Chain:
 
     async def run_output(self, ctx: RequestContext, response: dict[str, Any]) -> None:
         """Run output hooks on a complete response; they may rewrite it in place."""
+        task = asyncio.current_task()
         for i, policy in enumerate(self.output):
-            verdict = await self._run(ctx, policy, "output", policy.on_response(ctx, response))
+            hook = policy.on_response(ctx, response)
+            verdict = await self._run(ctx, policy, "output", hook, task)
             if verdict.action is Action.BLOCK:
                 self._skip(ctx, self.output[i + 1 :], "output", "chain short-circuited")
                 raise self._violation(policy, verdict, "output_blocked")
@@ -60,12 +64,17 @@ class Chain:
         return StreamRedactor(self, ctx)
 
     async def _run(
-        self, ctx: RequestContext, policy: Policy, phase: str, hook: Awaitable[Verdict]
+        self,
+        ctx: RequestContext,
+        policy: Policy,
+        phase: str,
+        hook: Awaitable[Verdict],
+        task: asyncio.Task[Any] | None,
     ) -> Verdict:
         started = time.perf_counter()
         try:
             # One shared timer for every hook's bound (asyncio.timeout costs ~5 us a hook).
-            verdict = await self._deadlines.within(hook, policy.timeout_s)
+            verdict = await self._deadlines.within(hook, policy.timeout_s, task)
         except Exception as exc:  # a policy bug must not take the gateway down
             return self._failed(ctx, policy, phase, started, exc)
         ms = (time.perf_counter() - started) * 1000.0
