@@ -26,7 +26,25 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+import prompts  # bench/prompts.py: this script runs from bench/
+
 _TOKEN = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
+
+
+class Requests:
+    """The request to send, again and again; a body template (bench/prompts.py markers)
+    gets a different prompt each time."""
+
+    def __init__(self, url: str, body: bytes, auth: str | None) -> None:
+        self.url, self.body, self.auth = url, body, auth
+        self.host, self.port, self.fixed = build_request(url, body, auth)
+        self.n = prompts.start() if b"@@N@@" in body else 0
+
+    def next(self) -> bytes:
+        if not self.n:
+            return self.fixed
+        self.n += 1
+        return build_request(self.url, prompts.fill(self.body, self.n), self.auth)[2]
 
 
 def build_request(url: str, body: bytes, auth: str | None) -> tuple[str, int, bytes]:
@@ -150,7 +168,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def cmd_ttft(args: argparse.Namespace) -> dict:
-    host, port, req = build_request(args.url, args.body, args.auth)
+    reqs = Requests(args.url, args.body, args.auth)
+    host, port = reqs.host, reqs.port
     c = await _connect(host, port)
     ttft, total, errors = [], [], 0
     deadline = time.perf_counter() + args.seconds
@@ -158,7 +177,7 @@ async def cmd_ttft(args: argparse.Namespace) -> dict:
         if time.perf_counter() > deadline:
             break
         try:
-            status = await asyncio.wait_for(c.send(req), args.timeout)
+            status = await asyncio.wait_for(c.send(reqs.next()), args.timeout)
         except (TimeoutError, ConnectionError):
             errors += 1
             c.t.close() if c.t else None
@@ -182,7 +201,8 @@ async def cmd_ttft(args: argparse.Namespace) -> dict:
 
 
 async def cmd_streams(args: argparse.Namespace) -> dict:
-    host, port, req = build_request(args.url, args.body, args.auth)
+    reqs = Requests(args.url, args.body, args.auth)
+    host, port = reqs.host, reqs.port
     started = time.perf_counter()
     deadline = started + args.seconds
 
@@ -194,7 +214,7 @@ async def cmd_streams(args: argparse.Namespace) -> dict:
         except (OSError, TimeoutError):
             return "connect", 0.0, 0.0, [], None
         try:
-            fut = c.send(req)
+            fut = c.send(reqs.next())
             status = await asyncio.wait_for(fut, max(0.1, deadline - time.perf_counter()))
         except TimeoutError:
             return "timeout", 0.0, c.max_gap, c.gaps, None
@@ -244,7 +264,8 @@ async def cmd_streams(args: argparse.Namespace) -> dict:
 
 
 async def cmd_load(args: argparse.Namespace) -> dict:
-    host, port, req = build_request(args.url, args.body, args.auth)
+    reqs = Requests(args.url, args.body, args.auth)
+    host, port = reqs.host, reqs.port
     lat: list[float] = []
     errs = {"connect": 0, "read": 0, "status": 0, "timeout": 0}
     started = time.perf_counter()
@@ -258,7 +279,7 @@ async def cmd_load(args: argparse.Namespace) -> dict:
             return
         while time.perf_counter() < deadline:
             try:
-                status = await asyncio.wait_for(c.send(req), args.timeout)
+                status = await asyncio.wait_for(c.send(reqs.next()), args.timeout)
             except TimeoutError:
                 errs["timeout"] += 1
                 break

@@ -25,6 +25,10 @@ import run as bench
 
 
 def ensure_pyspy() -> str:
+    # One next to this interpreter (the repo's .venv may have it) saves an install.
+    local = Path(sys.executable).parent / "py-spy"
+    if local.exists():
+        return str(local)
     exe = bench.WORK / "tools-venv" / "bin" / "py-spy"
     if not exe.exists():
         venv = exe.parent.parent

@@ -39,6 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prompts
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORK = BENCH / ".work"
@@ -50,15 +53,29 @@ FAKE_KEYS = {
     "GROQ_API_KEY": "gsk_bench_upstream",
     "MISTRAL_API_KEY": "mistral-bench-upstream",
 }
-# 50 words with a name, an email address and a phone number, so PII detectors do real work.
-PROMPT = (
-    "Hi, I am Maria Gonzalez from the platform team. Please send the summary to "
-    "maria.gonzalez@example.com or call me on +1 415 555 0134 tomorrow. Explain how "
-    "Kubernetes schedules pods onto nodes, which resource requests matter most, and how "
-    "taints, tolerations and affinity rules change placement in a very busy cluster."
+# ~50 words with a name, an email address and a phone number, so PII detectors do real work;
+# a different one per request (bench/prompts.py says why).
+PROMPT = prompts.TEMPLATE
+ALL_TARGETS = (
+    "direct",
+    "bare",
+    "litellm",
+    "kt-empty",
+    "kt-patternb",
+    "kt-anthropic",
+    "kt-empty-w2",
+    "kt-patternb-w2",
 )
-ALL_TARGETS = ("direct", "bare", "litellm", "kt-empty", "kt-patternb", "kt-anthropic")
+# `kt gateway run --workers 2`: two processes on one port, on every core (see WORKERS_NOTE).
+WORKER_TARGETS = {"kt-empty-w2": 2, "kt-patternb-w2": 2}
 DEFAULT_TARGETS = ALL_TARGETS
+WORKERS_NOTE = (
+    "`kt-empty-w2` and `kt-patternb-w2` are `kt gateway run --workers 2` (two processes on one "
+    "port, one audit writer in the supervisor), pinned to all cores: with 2 cores they share "
+    "them with the upstream and the load generator, which the single-process targets leave "
+    "alone on core 0. Their req/s shows what a second process adds on such a machine, not how "
+    "workers scale on a machine with cores to spare. The slow-stream ladder skips them."
+)
 ANTHROPIC_MODEL = "claude-3-5-sonnet-20241022"
 
 
@@ -200,7 +217,8 @@ class Env:
     litellm_note: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def on(self, core: int, cmd: list[str]) -> list[str]:
+    def on(self, core: int | str, cmd: list[str]) -> list[str]:
+        """``cmd`` pinned to ``core`` (a number or a taskset list such as "0,1")."""
         return ["taskset", "-c", str(core), *cmd] if self.pin else cmd
 
 
@@ -225,7 +243,25 @@ def ensure_wrk(notes: list[str]) -> str | None:
     return None
 
 
+def _pinned_litellm(venv: Path) -> bool:
+    """Whether ``venv`` holds the pinned LiteLLM proxy."""
+    py = venv / "bin" / "python"
+    if not (venv / "bin" / "litellm").exists() or not py.exists():
+        return False
+    want = LITELLM_PIN.split("==")[1]
+    probe = "import importlib.metadata as m; print(m.version('litellm'))"
+    try:
+        got = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return got.stdout.strip() == want
+
+
 def ensure_litellm(quiet_minutes: float = 15.0) -> tuple[str | None, str]:
+    # The repo's .venv-litellm (scripts/install_litellm.sh, same pin) saves a second install.
+    shared = REPO / ".venv-litellm"
+    if _pinned_litellm(shared):
+        return str(shared / "bin" / "litellm"), ""
     venv = WORK / "litellm-venv"
     exe = venv / "bin" / "litellm"
     marker = venv / ".pin"
@@ -356,6 +392,9 @@ class Proc:
 # --------------------------------------------------------------------------- plan
 
 
+PHASES = ("c1", "ttft", "c32", "c64", "s32", "s64")
+
+
 @dataclass
 class Plan:
     phase_s: float
@@ -369,6 +408,7 @@ class Plan:
     rounds: int
     soak_s: float
     soak_window_s: float
+    phases: tuple[str, ...] = PHASES
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -381,6 +421,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.phase_seconds:
         p.phase_s = args.phase_seconds
     p.soak_s = args.soak_seconds
+    if getattr(args, "phases", None):
+        p.phases = tuple(x for x in PHASES if x in args.phases.split(","))
+    if getattr(args, "ladder", None) is not None:
+        p.ladder = tuple(int(x) for x in args.ladder.split(",") if x.strip())
     if p.soak_s:
         p.soak_window_s = min(60.0, max(10.0, p.soak_s / 10))
     return p
@@ -398,14 +442,19 @@ class Target:
     unavailable: str | None = None
 
 
+NAMES = WORK / "bodies" / "names.txt"  # for wrk.lua's per-request prompts
+
+
 def write_bodies(model: str) -> dict[str, Path]:
+    """Request body templates (markers filled per request, see bench/prompts.py)."""
     d = WORK / "bodies"
     d.mkdir(parents=True, exist_ok=True)
+    prompts.write_names(NAMES)
     tag = re.sub(r"[^a-z0-9]+", "-", model.lower())
     base = {
         "model": model,
         "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "system", "content": prompts.SYSTEM},
             {"role": "user", "content": PROMPT},
         ],
         "max_tokens": 256,
@@ -552,6 +601,7 @@ class Runner:
             env = {
                 **os.environ,
                 "BENCH_BODY_FILE": str(body),
+                "BENCH_NAMES_FILE": str(NAMES),
                 "BENCH_AUTH": auth or "",
                 "BENCH_DELAY_MS": str(int(delay_ms)),
             }
@@ -636,9 +686,6 @@ def warm(run: Runner, t: Target, bodies: dict[str, Path]) -> None:
     """Warm-up: fills connection pools, lazy imports and caches."""
     run.wrk(t.port, t.path, bodies["chat"], 4, run.plan.warm_s, t.auth)
     run.wrk(t.port, t.path, bodies["stream"], 4, run.plan.warm_s, t.auth)
-
-
-PHASES = ("c1", "ttft", "c32", "c64", "s32", "s64")
 
 
 def run_phase(
@@ -726,7 +773,7 @@ def run_round(
             res[t.name]["idle_rss_mb"] = rss_tree_kb(t.proc.pid) / 1024
             samplers[t.name] = RssSampler(t.proc.pid)
             samplers[t.name].start()
-    for phase in PHASES:
+    for phase in plan.phases:
         for t, bodies in live:
             res[t.name].update(run_phase(run, phase, t, bodies, ctx["direct_bodies"]))
         log(f"  phase {phase} done")
@@ -736,7 +783,8 @@ def run_round(
         # mark cannot hide growth during the soak
         if rnd == plan.rounds - 1 and t.name in ctx["soak_targets"] and plan.soak_s and t.proc:
             r["soak"] = run_soak(run, t, bodies, r)
-        r.update(run_ladder(run, t, bodies))
+        if t.name not in WORKER_TARGETS:  # the ladder measures one process's stalls
+            r.update(run_ladder(run, t, bodies))
         if t.proc:
             r["peak_rss_mb"] = samplers[t.name].stop() / 1024
             t.proc.stop()
@@ -834,10 +882,11 @@ def start_target(
         state = WORK / "state" / name
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir(parents=True)
-        cfg = cfgs[1] if name == "kt-patternb" else cfgs[0]
+        patternb = name.startswith("kt-patternb")
+        cfg = cfgs[1] if patternb else cfgs[0]
         penv = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         penv.update(FAKE_KEYS, PYTHONUNBUFFERED="1")
-        if name == "kt-patternb":
+        if patternb:
             p = subprocess.run(
                 [
                     kt,
@@ -875,10 +924,15 @@ def start_target(
             "--log-level",
             "WARNING",
         ]
+        if name in WORKER_TARGETS:
+            cmd += ["--workers", str(WORKER_TARGETS[name])]
         cwd = WORK
     else:
         raise ValueError(name)
-    t.proc = Proc(name, env.on(1, cmd), penv, cwd)
+    # Worker targets get every core: there are no more, so they share core 0 with the
+    # upstream and the load generator (WORKERS_NOTE).
+    cores = ",".join(str(c) for c in range(os.cpu_count() or 1)) if name in WORKER_TARGETS else 1
+    t.proc = Proc(name, env.on(cores, cmd), penv, cwd)
     try:
         cold = t.proc.wait_healthy(port, t.health, timeout=120)
     except RuntimeError as exc:
@@ -896,10 +950,12 @@ def start_target(
 
 def sanity(t: Target, bodies: dict[str, Path]) -> str | None:
     """One plain and one streamed request must succeed before any load."""
-    status, body = http_post(t.port, t.path, bodies["chat"].read_bytes(), t.auth)
+    n = prompts.start()
+    status, body = http_post(t.port, t.path, prompts.fill(bodies["chat"].read_bytes(), n), t.auth)
     if status != 200 or b"choices" not in body:
         return f"plain request answered {status}: {body[:300]!r}"
-    status, body = http_post(t.port, t.path, bodies["stream"].read_bytes(), t.auth)
+    stream = prompts.fill(bodies["stream"].read_bytes(), n + 1)
+    status, body = http_post(t.port, t.path, stream, t.auth)
     if status != 200 or b"[DONE]" not in body:
         return f"streamed request answered {status}: {body[:300]!r}"
     return None
@@ -1026,6 +1082,11 @@ def ratio_rows(results: dict[str, list[dict]]) -> list[tuple[str, str, float | N
         ):
             rows.append((f"{kt} / litellm-empty, {label}", key, per_round(kt, "litellm", key)))
             rows.append((f"{kt} / bare, {label}", key, per_round(kt, "bare", key)))
+    for kt in ("kt-empty", "kt-patternb"):
+        for key, label in (("c32_rps", "req/s c=32"), ("s32_rps", "stream req/s c=32")):
+            w2 = f"{kt}-w2"
+            rows.append((f"{w2} / {kt} (2 workers / 1), {label}", key, per_round(w2, kt, key)))
+            rows.append((f"{w2} / litellm-empty, {label}", key, per_round(w2, "litellm", key)))
     return rows
 
 
@@ -1095,7 +1156,8 @@ def checks(
             if x.get("level") == 1000
         ]
         if not lv:
-            ran = any("error" not in r for r in results.get(name, []))
+            # A run without the ladder (``--ladder ''``) did not measure this at all.
+            ran = any("error" not in r and r.get("ladder") for r in results.get(name, []))
             out.append(
                 (
                     f"{name}: 1,000 concurrent slow streams, no stalls",
@@ -1329,6 +1391,16 @@ def main() -> int:
         metavar="RAW_JSON",
         help="write the report again from a run's raw JSON (bench/.work/results/*.json)",
     )
+    ap.add_argument(
+        "--phases",
+        default="",
+        help=f"comma-separated subset of the load phases {','.join(PHASES)} (default: all)",
+    )
+    ap.add_argument(
+        "--ladder",
+        default=None,
+        help="slow-stream ladder levels, e.g. 1000 ('' skips the ladder)",
+    )
     ap.add_argument("--note", action="append", default=[], help="extra note for the report")
     ap.add_argument(
         "--results",
@@ -1373,11 +1445,8 @@ def main() -> int:
             "`kt gateway run` has no `--workers` option: worker scaling was not measured "
             "(each target runs as one process on one core)."
         )
-    else:
-        notes.append(
-            "`kt gateway run --workers` exists but was not measured: on this 2-core "
-            "machine one core belongs to the upstream and load generator."
-        )
+    elif any(t in WORKER_TARGETS for t in order):
+        notes.append(WORKERS_NOTE)
 
     up_port = free_port()
     upstream_url = f"http://127.0.0.1:{up_port}"

@@ -2,7 +2,8 @@
 # The benchmark in one command: bench/run.sh [--quick] [--rounds N] [--skip-litellm]
 #                                            [--soak-seconds N] [--targets a,b,...]
 # Uses the repo's .venv (created with the gateway installed if missing), installs Debian's
-# wrk if missing (root + apt-get), and LiteLLM in bench/.work/litellm-venv on first use.
+# wrk if missing (root + apt-get), and LiteLLM (the repo's .venv-litellm when it holds the pinned
+# version, else bench/.work/litellm-venv on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
