@@ -75,6 +75,7 @@ class CreditCardRecognizer(PatternRecognizer):
     entity = "CREDIT_CARD"
     name = "credit_card"
     min_digits = 12
+    prefilters = (r"\d(?:[ \-]?\d){11}",)
     patterns = (Pattern("card", r"(?<![\w\-.])[12-6](?:[ \-]?\d){11,18}(?![\w\-]|\.\d)", 1.0),)
     context = ("card", "credit", "visa", "mastercard", "amex", "cc", "debit", "payment")
 
@@ -106,6 +107,7 @@ class UsSsnRecognizer(PatternRecognizer):
     entity = "US_SSN"
     name = "us_ssn"
     min_digits = 9
+    prefilters = (r"[\- ]\d\d[\- ]", r"\d\d\d\d\d\d\d\d\d")  # dashed, plain
     patterns = (
         Pattern("ssn_dashed", r"(?<![\w\-.])\d{3}([\- ])\d{2}\1\d{4}(?![\w\-]|\.\d)", 0.85),
         Pattern("ssn_plain", r"(?<![\w\-.])\d{9}(?![\w\-]|\.\d)", 0.3),
@@ -160,6 +162,7 @@ class IbanRecognizer(PatternRecognizer):
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_V4_SHAPE = re.compile(r"\d\.\d+\.\d+\.\d")  # what every IPv4 candidate contains
 
 
 class IpRecognizer(PatternRecognizer):
@@ -178,7 +181,8 @@ class IpRecognizer(PatternRecognizer):
     def analyze(self, text: str) -> list[Finding]:
         # IPv4 needs three dots and four digits; IPv6 two colons (its candidates never pass
         # ``validate``, so the base class's pass only finds IPv4).
-        out = super().analyze(text) if text.count(".") >= 3 and has_digits(text, 4) else []
+        v4 = text.count(".") >= 3 and has_digits(text, 4) and _V4_SHAPE.search(text)
+        out = super().analyze(text) if v4 else []
         if text.count(":") < 2:
             return out
         v6 = self._compiled[1]

@@ -51,15 +51,20 @@ class PatternRecognizer(Recognizer):
 
     patterns: ClassVar[tuple[Pattern, ...]] = ()
     flags: ClassVar[int] = 0
-    # What any match needs, checked before the regexes run (most text has no candidate):
-    # one of these characters, and at least this many digits.
+    # What any match needs, checked before the patterns run (most text has no candidate):
+    # one of these characters, at least this many digits, and a match of one of the
+    # ``prefilters``, regexes such that every match of a pattern matches one of them. The
+    # patterns open with look-behinds, which make ``re`` try every position; a short regex
+    # opening with a character class (no alternation) is scanned two to five times faster.
     needs_any: ClassVar[str] = ""
     min_digits: ClassVar[int] = 0
+    prefilters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._compiled = tuple(
             (p, re.compile(p.regex, self.flags | re.UNICODE)) for p in self.patterns
         )
+        self._prefilters = tuple(re.compile(rx, self.flags) for rx in self.prefilters)
 
     def matches(self, text: str) -> Iterator[tuple[Pattern, re.Match[str]]]:
         for pattern, rx in self._compiled:
@@ -73,7 +78,9 @@ class PatternRecognizer(Recognizer):
         """False when ``text`` cannot hold a match (a cheap, exact pre-check)."""
         if self.needs_any and not any(ch in text for ch in self.needs_any):
             return False
-        return not self.min_digits or has_digits(text, self.min_digits)
+        if self.min_digits and not has_digits(text, self.min_digits):
+            return False
+        return not self._prefilters or any(rx.search(text) for rx in self._prefilters)
 
     def analyze(self, text: str) -> list[Finding]:
         if not self.may_match(text):
