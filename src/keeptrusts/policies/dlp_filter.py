@@ -23,6 +23,7 @@ from keeptrusts.policies.matching import (
     compile_re2,
     counts,
     find,
+    hold_for,
 )
 from keeptrusts.policies.registry import register
 from keeptrusts.policies.text import request_slots, response_slots
@@ -85,11 +86,15 @@ class DlpFilter(Policy):
             Rule(f"pattern-{i + 1}", compile_re2(r), config.action)
             for i, r in enumerate(config.detect_patterns)
         ]
+        sources = [p.regex for p in config.patterns] + list(config.detect_patterns)
         if config.blocked_terms:
             alternation = "|".join(_term_regex(t) for t in config.blocked_terms if t)
             rules.append(Rule("blocked-term", compile_re2(alternation, ignore_case=True), "block"))
+            sources.append(alternation)
         self.rules = tuple(rules)
-        self.hold = config.stream_hold_chars
+        # Streams hold back what a match's start can span, when the patterns tell (the
+        # seed's api-key pattern: 11 characters), never more than stream_hold_chars.
+        self.hold = hold_for(sources, cap=config.stream_hold_chars)
 
     def _scan(self, text: str) -> list[Match]:
         return find(self.rules, text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re._constants as _sre_constants  # Python's own regex parser: widths of a pattern
+import re._parser as _sre_parser
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -13,6 +15,8 @@ from keeptrusts.policies.base import ALLOW, StreamFilter, Verdict
 ActionName = Literal["block", "redact"]
 # How much text a stream filter may hold back so a match spanning chunks is seen whole.
 DEFAULT_STREAM_HOLD = 256
+# Released text a stream filter still scans as the left context of what it holds.
+LEFT_CONTEXT = 32
 
 
 def _options() -> re2.Options:
@@ -86,11 +90,62 @@ def counts(matches: Sequence[Match]) -> dict[str, int]:
     return out
 
 
+def hold_for(patterns: Sequence[str], *, cap: int) -> int:
+    """How much trailing text a stream filter over ``patterns`` must hold back, at most
+    ``cap``: enough for any not-yet-matching start of a match.
+
+    A match that reaches the end of the text seen so far is held whole anyway (it may still
+    grow), so what the window must cover is a match's start before it matches: all of a
+    bounded pattern, or, for a pattern ending in an unbounded repeat of one character class
+    (``(sk-|gsk_)[a-zA-Z0-9]+``), the part before it plus the repeats it requires. Anything
+    else (or a pattern Python's parser cannot read) needs ``cap``.
+    """
+    need = 1
+    for pattern in patterns:
+        width = _start_width(pattern)
+        if width is None:
+            return cap
+        need = max(need, width + 1)
+    return min(need, cap)
+
+
+def _start_width(pattern: str) -> int | None:
+    try:
+        tree = _sre_parser.parse(pattern)
+    except Exception:  # RE2 syntax Python does not read: no claim
+        return None
+    hi = tree.getwidth()[1]
+    if hi < _sre_constants.MAXREPEAT:
+        return int(hi)
+    items = list(tree)
+    if not items:
+        return None
+    op, av = items[-1]
+    if op not in (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT):
+        return None
+    min_reps, _, body = av
+    body_lo, body_hi = body.getwidth() if hasattr(body, "getwidth") else (1, 1)
+    if (body_lo, body_hi) != (1, 1):
+        return None  # the repeat is not of one character
+    head = _sre_parser.SubPattern(tree.state, items[:-1])
+    head_hi = head.getwidth()[1]
+    if head_hi >= _sre_constants.MAXREPEAT:
+        return None
+    return int(head_hi) + max(int(min_reps) - 1, 0)
+
+
 class HoldBackFilter(StreamFilter):
     """Stream filter over a matcher: releases text only once no match can still grow into it.
 
     ``scan(text)`` returns matches; ``decide(matches)`` returns a block verdict or None;
     ``rewrite(text, matches)`` returns the text to release.
+
+    The last ``max_hold`` characters stay held. Text is scanned only when at least ``step``
+    characters could be released (or at the end): scanning the held window on every chunk
+    (often one token) cost more than the rest of a stream's handling. Nothing is released
+    unscanned, so a block still comes before any of the text that caused it. The scan also
+    sees the last ``LEFT_CONTEXT`` released characters, so ``\\b`` and a name's preceding
+    words read as in the whole text; a match starting there was already decided.
     """
 
     def __init__(
@@ -100,17 +155,29 @@ class HoldBackFilter(StreamFilter):
         rewrite: Callable[[str, list[Match]], str],
         redact_verdict: Callable[[list[Match]], Verdict],
         max_hold: int = DEFAULT_STREAM_HOLD,
+        step: int | None = None,
     ) -> None:
         self.scan = scan
         self.decide = decide
         self.rewrite = rewrite
         self.redact_verdict = redact_verdict
         self.max_hold = max_hold
+        self.step = step if step is not None else max(8, max_hold // 8)
         self._buf = ""
+        self._left = ""  # the end of what was released, for context
 
     def feed(self, text: str, final: bool) -> tuple[str, Verdict]:
         buf = self._buf + text
-        matches = self.scan(buf)
+        if not final and len(buf) < self.max_hold + self.step:
+            self._buf = buf
+            return "", ALLOW
+        left = self._left
+        matches = self.scan(left + buf)
+        if left:
+            shift = len(left)
+            matches = [
+                Match(m.rule, m.start - shift, m.end - shift) for m in matches if m.start >= shift
+            ]
         blocked = self.decide(matches)
         if blocked is not None:
             self._buf = ""
@@ -123,4 +190,5 @@ class HoldBackFilter(StreamFilter):
         released = [m for m in matches if m.end <= cut]
         out = self.rewrite(buf[:cut], released)
         self._buf = buf[cut:]
+        self._left = (left + buf[:cut])[-LEFT_CONTEXT:]
         return out, (self.redact_verdict(released) if released else ALLOW)
