@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -783,7 +784,8 @@ def run_round(
         # mark cannot hide growth during the soak
         if rnd == plan.rounds - 1 and t.name in ctx["soak_targets"] and plan.soak_s and t.proc:
             r["soak"] = run_soak(run, t, bodies, r)
-        if t.name not in WORKER_TARGETS:  # the ladder measures one process's stalls
+        # the ladder measures one process's stalls; --ladder '' skips it
+        if t.name not in WORKER_TARGETS and plan.ladder:
             r.update(run_ladder(run, t, bodies))
         if t.proc:
             r["peak_rss_mb"] = samplers[t.name].stop() / 1024
@@ -1485,7 +1487,7 @@ def main() -> int:
 
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "bench/run.sh " + " ".join(sys.argv[1:]),
+        "command": "bench/run.sh " + shlex.join(sys.argv[1:]),
         "versions": versions(env),
         "pinning": (
             "upstream + load generator on core 0, proxy under test on core 1 (taskset)"
