@@ -24,18 +24,29 @@ T = TypeVar("T")
 
 
 class Deadlines:
-    __slots__ = ("_due", "_expired", "_timer")
+    __slots__ = ("_due", "_expired", "_loop", "_timer")
 
     def __init__(self) -> None:
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop, looked up once. In Python 3.11 every
+        ``asyncio.get_running_loop()`` and ``asyncio.current_task()`` makes a ``getpid()``
+        system call (asyncio checks for a fork); ``current_task(loop)`` does not."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def start(self, task: asyncio.Task[Any], when: float) -> None:
         """Cancel ``task`` once the loop's clock passes ``when`` (unless ``end`` comes first)."""
         self._due[task] = when
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(TICK, self._sweep)
+            self._timer = self.loop.call_later(TICK, self._sweep)
 
     def end(self, task: asyncio.Task[Any]) -> bool:
         """Stop watching ``task``; True if its deadline passed and cancelled it."""
@@ -50,11 +61,12 @@ class Deadlines:
     ) -> T:
         """Await ``aw``; TimeoutError once ``seconds`` have passed (up to ``TICK`` later).
         ``task``: the current task, when the caller already knows it."""
+        loop = self.loop
         if task is None:
-            task = asyncio.current_task()
+            task = asyncio.current_task(loop)
         if task is None:  # not in a task: nothing to cancel, no deadline
             return await aw
-        self.start(task, asyncio.get_running_loop().time() + seconds)
+        self.start(task, loop.time() + seconds)
         try:
             return await aw
         except asyncio.CancelledError:
@@ -66,7 +78,7 @@ class Deadlines:
             self.end(task)
 
     def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         late = [task for task, when in self._due.items() if when <= now]
         for task in late:

@@ -39,7 +39,9 @@ class Chain:
 
     async def run_input(self, ctx: RequestContext) -> None:
         """Run input hooks; raise ``PolicyViolation`` on a block."""
-        task = asyncio.current_task()  # once, not per hook (a Python function in 3.11)
+        if not self.input:
+            return
+        task = asyncio.current_task(self._deadlines.loop)  # once, not per hook
         for i, policy in enumerate(self.input):
             verdict = await self._run(ctx, policy, "input", policy.on_request(ctx), task)
             if verdict.action is Action.BLOCK:
@@ -49,7 +51,9 @@ class Chain:
 
     async def run_output(self, ctx: RequestContext, response: dict[str, Any]) -> None:
         """Run output hooks on a complete response; they may rewrite it in place."""
-        task = asyncio.current_task()
+        if not self.output:
+            return
+        task = asyncio.current_task(self._deadlines.loop)
         for i, policy in enumerate(self.output):
             hook = policy.on_response(ctx, response)
             verdict = await self._run(ctx, policy, "output", hook, task)

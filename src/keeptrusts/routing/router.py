@@ -287,7 +287,7 @@ class Router:
         untouched), a target whose provider speaks it streams ``Frames``, the head as one.
         """
         plan = self._plan(route)
-        loop = asyncio.get_running_loop()
+        loop = self._deadlines.loop
         while True:
             picked = await self._admit(ctx, plan)
             if picked is None:
@@ -331,7 +331,9 @@ class Router:
             on_end = functools.partial(self._stream_ended, state, probe, ctx.attempts[-1])
             if len(head) > 1 and type(head[0]) is Frames:
                 head = [Frames.join(head)]  # type: ignore[arg-type]
-            rest = Tail(head[1:], stream, deadline=deadline, target_id=target.id, on_end=on_end)
+            rest = Tail(
+                head[1:], stream, deadline=deadline, target_id=target.id, on_end=on_end, loop=loop
+            )
             return head[0], rest
 
     async def _admit(

@@ -79,6 +79,7 @@ class Tail:
         "_error",
         "_expired",
         "_head",
+        "_loop",
         "_on_end",
         "_reading",
         "_stream",
@@ -95,6 +96,7 @@ class Tail:
         deadline: float,
         target_id: str,
         on_end: Callable[[UpstreamError | None, bool], None],
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._head = deque(head)
         self._stream = stream
@@ -106,7 +108,8 @@ class Tail:
         self._cleanup: asyncio.Future[Any] | None = None
         self._reading: asyncio.Task[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
+        self._loop = loop or asyncio.get_running_loop()
+        self._timer = self._loop.call_at(deadline, self._expire)
 
     def __aiter__(self) -> Tail:
         return self
@@ -123,7 +126,7 @@ class Tail:
             raise await self._timed_out()
         task = self._task
         if task is None:
-            task = self._task = asyncio.current_task()
+            task = self._task = asyncio.current_task(self._loop)
         self._reading = task
         try:
             chunk = await anext(self._stream)
