@@ -53,21 +53,10 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import _connect, build_request  # noqa: E402
+from prompts import FIRST, LAST  # noqa: E402  (one name list for both benchmarks)
 
 # --------------------------------------------------------------------------- texts
 
-FIRST = (
-    "Maria", "James", "Aisha", "Wei", "Olga", "Mateo", "Priya", "Lukas", "Fatima", "Kenji",
-    "Sofia", "Daniel", "Amara", "Ivan", "Chloe", "Rahul", "Elena", "Tomasz", "Grace", "Omar",
-    "Ingrid", "Diego", "Hannah", "Yusuf", "Camille", "Noah", "Leila", "Marco", "Zanele", "Sean",
-    "Anna", "Pedro", "Mei", "Oliver", "Nadia", "Erik", "Lucia", "Samuel", "Yara", "Viktor",
-)  # fmt: skip
-LAST = (
-    "Gonzalez", "Smith", "Okafor", "Chen", "Petrova", "Rossi", "Sharma", "Becker", "Haddad",
-    "Tanaka", "Silva", "Murphy", "Kowalski", "Johansson", "Nguyen", "Dubois", "Mensah", "Novak",
-    "Fischer", "Costa", "Walker", "Yilmaz", "Andersen", "Moreau", "Kumar", "Ivanova", "Lopez",
-    "Schmidt", "Hughes", "Bianchi", "Larsen", "Martins", "Nowak", "Romero", "Weber",
-)  # fmt: skip
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "corp.example.org")
 CITIES = ("Lisbon", "Toronto", "Nairobi", "Osaka", "Berlin", "Austin", "Lyon", "Pune", "Leeds")
 PRODUCTS = ("the billing API", "the mobile app", "the data warehouse", "the search service",
