@@ -39,7 +39,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,8 +51,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from loadgen import _connect, build_request  # noqa: E402
+from loadgen import _connect, build_request, pct  # noqa: E402
 from prompts import FIRST, LAST  # noqa: E402  (one name list for both benchmarks)
+from run import free_port  # noqa: E402
 
 # --------------------------------------------------------------------------- texts
 
@@ -209,25 +209,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
-
-
 def load_avg() -> str:
     try:
         one, five, fifteen = os.getloadavg()
     except OSError:
         return "?"
     return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min, {os.cpu_count()} CPUs)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- 1. cost

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.conftest import write_yaml
+from tests.policies.test_detectors_e2e import _cfg
 
 LONG_WORDS = 30_000
 SENTENCES = (
@@ -43,30 +42,6 @@ def long_text(words: int) -> str:
         count += len(sentence.split())
         i += 1
     return " ".join(out)
-
-
-def _config(tmp_path: Path, fp) -> Path:  # type: ignore[no-untyped-def]
-    return write_yaml(
-        tmp_path / "offload.yaml",
-        {
-            "pack": {"name": "offload-test", "version": "1.0.0", "enabled": True},
-            "providers": {
-                "targets": [
-                    {
-                        "id": "o",
-                        "provider": "openai:chat:gpt-4o",
-                        "base_url": fp.url + "/v1",
-                        "api_key": "sk-target",
-                    }
-                ]
-            },
-            "policies": {"chain": ["prompt-injection", "pii-detector"]},
-            "policy": {
-                "prompt-injection": {"threshold": 0.8, "action": "block"},
-                "pii-detector": {"entities": ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"]},
-            },
-        },
-    )
 
 
 def _chat(text: str) -> dict:
@@ -100,7 +75,7 @@ def test_short_requests_are_answered_while_a_long_prompt_is_scanned(
 ) -> None:  # type: ignore[no-untyped-def]
     # fail-mode allow: on a very slow machine a scan may pass the policy time bound; the
     # request still goes on, and what is tested here is only what happens meanwhile.
-    gw = gateway_factory([_config(tmp_path, fp)], extra_args=["--fail-mode", "allow"])
+    gw = gateway_factory([_cfg(tmp_path, fp)], extra_args=["--fail-mode", "allow"])
     long_body = _chat(long_text(LONG_WORDS))
     short_body = _chat("Hi, I am Maria Garcia (maria.garcia@example.com); explain DNS briefly.")
     with httpx.Client(base_url=gw.base_url, timeout=120) as client:
