@@ -54,6 +54,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(31))
 
 
+def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> None:
+    """:func:`_mix` in place (``tmp``: scratch of the same shape): same result, no
+    temporaries, which matters for arrays of a few hundred elements."""
+    np.right_shift(x, _U64(30), out=tmp)
+    x ^= tmp
+    x *= _C1
+    np.right_shift(x, _U64(27), out=tmp)
+    x ^= tmp
+    x *= _C2
+    np.right_shift(x, _U64(31), out=tmp)
+    x ^= tmp
+
+
 # Source-independent cues of prompt injection, matched on the prepared (lower-cased,
 # space-collapsed) text. Each is one feature, whatever the exact wording.
 CUE_REPEAT = 6
@@ -218,6 +231,153 @@ CUE_EXTRA: tuple[tuple[int, re.Pattern[str]], ...] = tuple(
 )
 
 
+# ---------------------------------------------------------------- fast cue scanning
+#
+# Scanning a text with a dozen unanchored regexes costs far more than the n-grams. Two
+# shortcuts keep the result identical:
+#
+# * The CUES regexes are tried only at their candidate positions (a literal start at a
+#   word start, see ``_cue_positions``); one zero-width regex finds all such positions
+#   in a single C-level pass instead of one ``str.find`` loop per literal.
+# * Each CUE_EXTRA regex gets a *gate*: sets of strings such that every match contains
+#   at least one string of every set (derived from the parsed regex, below). A regex
+#   whose gate fails cannot match and is not run; plain substring tests are much cheaper
+#   than a regex scan, and most texts fail the first set.
+
+_Gate = tuple[tuple[str, ...], ...]
+
+
+def _minimal(strings: set[str]) -> tuple[str, ...]:
+    """Drop strings that contain another one of the set (the shorter one is implied)."""
+    keep = [s for s in strings if not any(o != s and o in s for o in strings)]
+    return tuple(sorted(keep))
+
+
+def _required(seq: object) -> list[set[str]] | None:
+    """Necessary-substring sets of a parsed regex sequence: every match contains at least
+    one string of each returned set. ``None`` (or an empty list) means "no usable set".
+
+    Conservative on purpose: any construct not understood contributes nothing, so an
+    error here can only make a gate weaker, never wrong.
+    """
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    sets: list[set[str]] = []
+    run: list[str] = []
+    for op, av in seq:  # type: ignore[attr-defined]
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            sets.append({"".join(run)})
+            run = []
+        sub: list[set[str]] | None = None
+        if op is c.SUBPATTERN:
+            _group, add_flags, _del_flags, p = av
+            if add_flags & (c.SRE_FLAG_IGNORECASE | c.SRE_FLAG_VERBOSE):
+                return None
+            sub = _required(p)
+        elif op is c.BRANCH:
+            alts: set[str] = set()
+            for alt in av[1]:
+                got = _required(alt)
+                if not got:
+                    sub = None
+                    break
+                alts |= _best(got)
+            else:
+                sub = [alts]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            sub = _required(av[2])
+        if sub:
+            sets.extend(sub)
+    if run:
+        sets.append({"".join(run)})
+    return sets
+
+
+def _best(sets: list[set[str]]) -> set[str]:
+    """The most selective set: longest shortest string, then fewest strings."""
+    return max(sets, key=lambda s: (min(map(len, s)), -len(s)))
+
+
+def _gate(rx: re.Pattern[str]) -> _Gate:
+    """Gate of ``rx`` (see above); ``()`` when none could be derived (always run)."""
+    if rx.flags & (re.IGNORECASE | re.VERBOSE):
+        return ()
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        sets = _required(_parser.parse(rx.pattern, rx.flags))
+    except Exception:  # noqa: BLE001 - private parser API: no gate is always correct
+        return ()
+    if not sets:
+        return ()
+    # Most selective first, so that most texts are rejected by the first set.
+    ranked = sorted(sets, key=lambda s: (min(map(len, s)), -len(s)), reverse=True)
+    return tuple(_minimal(s) for s in ranked[:3])
+
+
+def _ascii_gate(gate: _Gate) -> _Gate | None:
+    """``gate`` for ASCII texts, which cannot contain non-ASCII strings; ``None`` when
+    some set has only non-ASCII strings (the regex cannot match an ASCII text)."""
+    out = tuple(tuple(x for x in s if x.isascii()) for s in gate)
+    return None if any(not s for s in out) else out
+
+
+# (cue index, regex, gate for any text, gate for ASCII text or None = cannot match)
+_CUE_EXTRA_GATED: tuple[tuple[int, re.Pattern[str], _Gate, _Gate | None], ...] = tuple(
+    (k, rx, _gate(rx), _ascii_gate(_gate(rx))) for k, rx in CUE_EXTRA
+)
+
+
+def _passes(t: str, gate: _Gate) -> bool:
+    for strings in gate:
+        for s in strings:
+            if s in t:
+                break
+        else:
+            return False
+    return True
+
+
+def _cue_scan_re() -> re.Pattern[str]:
+    """Zero-width regex matching at every position where some CUES literal starts at a
+    *candidate* position: a literal starting with an alphanumeric character must not
+    follow one (``(?<![^\\W_])``: the previous character is not ``str.isalnum``; ``\\w``
+    is exactly ``isalnum`` plus ``_``); other literals count anywhere."""
+    word: dict[str, set[str]] = {}
+    other: dict[str, set[str]] = {}
+    for starts, _rx in CUES:
+        for lit in starts:
+            (word if lit[0].isalnum() else other).setdefault(lit[0], set()).add(lit[1:])
+
+    def alternation(groups: dict[str, set[str]]) -> str:
+        # Grouped by first character: sre skips an alternative on its first literal.
+        return "|".join(
+            re.escape(ch) + "(?:" + "|".join(re.escape(r) for r in sorted(rest)) + ")"
+            for ch, rest in sorted(groups.items())
+        )
+
+    parts = []
+    if word:
+        parts.append(rf"(?<![^\W_])(?={alternation(word)})")
+    if other:
+        parts.append(f"(?={alternation(other)})")
+    return re.compile("|".join(parts))
+
+
+_CUE_SCAN_RE = _cue_scan_re()
+# First character -> ((cue index, its literal starts with that character), ...).
+_CUE_BY_FIRST: dict[str, tuple[tuple[int, tuple[str, ...]], ...]] = {}
+for _k, (_starts, _rx) in enumerate(CUES):
+    for _ch in sorted({w[0] for w in _starts}):
+        _CUE_BY_FIRST[_ch] = (
+            *_CUE_BY_FIRST.get(_ch, ()),
+            (_k, tuple(w for w in _starts if w[0] == _ch)),
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def _cue_buckets(seed: int, n_features: int) -> tuple[int, ...]:
     """One bucket per cue (salted like the n-grams, so it depends on ``seed`` only)."""
@@ -232,9 +392,44 @@ def _powers(base: int, n: int) -> np.ndarray:
     return np.cumprod(out, dtype=_U64)
 
 
+class _Tables:
+    """Powers of ``_P`` and ``_PINV`` and ``0, 1, 2 ...``, computed once for a length and
+    sliced per text (slices of a cumulative product equal a shorter product). Grown by
+    replacing the whole tuple, so concurrent readers always see a consistent set."""
+
+    def __init__(self) -> None:
+        self._t = self._build(4096)
+
+    @staticmethod
+    def _build(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tables = (_powers(_P, n), _powers(_PINV, n), np.arange(n, dtype=np.int64))
+        for a in tables:
+            a.setflags(write=False)
+        return tables
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(P**k, PINV**k, k)`` for ``k < n`` at least (maybe longer)."""
+        t = self._t
+        if t[0].shape[0] < n:
+            t = self._build(max(n, 2 * t[0].shape[0]))
+            self._t = t
+        return t
+
+
+_TABLES = _Tables()
+
+# ASCII code -> 1 if the character is a ``\w`` character ([0-9A-Za-z_]), else 0.
+_ASCII_WORD = np.zeros(128, dtype=np.int8)
+for _c in range(128):
+    _ASCII_WORD[_c] = 1 if re.fullmatch(r"\w", chr(_c)) else 0
+
+
 def prepare(text: str) -> str:
     """The exact string the n-grams are taken from."""
-    return " " + _WS_RE.sub(" ", text.lower()).strip() + " "
+    # ``str.split()`` splits at runs of exactly the characters ``\s`` matches and drops
+    # the ends: the same as ``_WS_RE.sub(" ", ...).strip()``, without one substitution
+    # per space.
+    return " " + " ".join(text.lower().split()) + " "
 
 
 @dataclass(frozen=True)
@@ -277,71 +472,122 @@ class HashingFeaturizer:
         """Return ``(buckets, starts)``: one entry per n-gram occurrence.
 
         ``buckets`` are int64 feature indices in ``[0, 2**n_bits)``; ``starts`` are the
-        n-grams' start offsets in :func:`prepare` ``(text)``.
+        n-grams' start offsets in :func:`prepare` ``(text)``. Order: character n-grams by
+        ``n``, word n-grams by ``n``, then cues.
         """
         t = prepare(text)
-        codes = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
+        ascii_text = t.isascii()
+        if ascii_text:
+            codes8 = np.frombuffer(t.encode("ascii"), dtype=np.uint8)
+            codes = codes8.astype(_U64)
+        else:
+            codes = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
         length = codes.shape[0]
-        pw = _powers(_P, length + 1)
+        pw, pinv, ar = _TABLES.get(length + 1)
         # prefix[k] = sum_{j<k} c[j] * P^-j ; hash(s, e) = P^(e-1) * (prefix[e] - prefix[s])
         prefix = np.zeros(length + 1, dtype=_U64)
-        np.cumsum(codes * _powers(_PINV, length), dtype=_U64, out=prefix[1:])
-        mask = _U64(self.n_features - 1)
-        buckets: list[np.ndarray] = []
-        starts: list[np.ndarray] = []
+        np.multiply(codes, pinv[:length], out=codes)
+        np.cumsum(codes, dtype=_U64, out=prefix[1:])
+
+        # All n-gram hashes go into one buffer, salted per kind and length, and are then
+        # mixed and masked by one vectorised pass (numpy's per-call cost dominates for
+        # texts of a few hundred characters, so fewer and larger calls are faster).
+        sizes = [length - n + 1 for n in self.char_ngrams if length >= n]
+        starts: list[np.ndarray] = [ar[:m] for m in sizes]
+        ws = we = None
+        n_words = 0
+        if self.word_ngrams:
+            ws, we = self._word_spans(t, codes8 if ascii_text else None)
+            n_words = ws.shape[0]
+            for n in self.word_ngrams:
+                if n_words >= n:
+                    sizes.append(n_words - n + 1)
+                    starts.append(ws[: n_words - n + 1])
+        total = sum(sizes)
+        out = np.empty(total, dtype=_U64)
+        tmp = np.empty(total, dtype=_U64)
+        pos = 0
         for n in self.char_ngrams:
             if length < n:
                 continue
-            s = np.arange(length - n + 1)
-            h = pw[s + n - 1] * (prefix[s + n] - prefix[s])
-            buckets.append(_mix(h ^ self._salt(1, n)) & mask)
-            starts.append(s)
-        if self.word_ngrams:
-            spans = [m.span() for m in _TOKEN_RE.finditer(t)]
-            if spans:
-                sp = np.asarray(spans, dtype=np.int64)
-                ws, we = sp[:, 0], sp[:, 1]
-                wh = _mix(pw[we - 1] * (prefix[we] - prefix[ws]))
-                for n in self.word_ngrams:
-                    if len(spans) < n:
-                        continue
-                    h = wh[: len(spans) - n + 1].copy()
-                    for k in range(1, n):
-                        h = _mix(h * _U64(_PAIR) + wh[k : len(spans) - n + 1 + k])
-                    buckets.append(_mix(h ^ self._salt(2, n)) & mask)
-                    starts.append(ws[: len(spans) - n + 1])
+            m = length - n + 1
+            seg = out[pos : pos + m]
+            # h(s) = P^(s+n-1) * (prefix[s+n] - prefix[s]) for s = 0 .. m-1: plain slices.
+            np.subtract(prefix[n:], prefix[:m], out=seg)
+            seg *= pw[n - 1 : length]
+            seg ^= self._salt(1, n)
+            pos += m
+        if n_words and ws is not None and we is not None:
+            wh = pw[we - 1] * (prefix[we] - prefix[ws])
+            _mix_inplace(wh, tmp[:n_words])
+            for n in self.word_ngrams:
+                if n_words < n:
+                    continue
+                m = n_words - n + 1
+                h = wh[:m].copy()
+                for k in range(1, n):
+                    h *= _U64(_PAIR)
+                    h += wh[k : m + k]
+                    _mix_inplace(h, tmp[:m])
+                h ^= self._salt(2, n)
+                out[pos : pos + m] = h
+                pos += m
+        _mix_inplace(out, tmp)
+        out &= _U64(self.n_features - 1)
+        # Every bucket is below 2**n_bits, so the int64 view has the same values.
+        buckets = out.view(np.int64)
         if self.cues:
             cb, cs = self._cue_positions(t)
             if cb.size:
-                buckets.append(cb)
-                starts.append(cs)
-        if not buckets:
+                return np.concatenate([buckets, cb]), np.concatenate([*starts, cs])
+        if not total:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return (
-            np.concatenate(buckets).astype(np.int64),
-            np.concatenate(starts).astype(np.int64),
-        )
+        return buckets, np.concatenate(starts) if len(starts) > 1 else starts[0].copy()
+
+    @staticmethod
+    def _word_spans(t: str, codes8: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end offsets of the ``\\w+`` tokens of ``t`` (int64 arrays)."""
+        if codes8 is None:
+            spans = [m.span() for m in _TOKEN_RE.finditer(t)]
+            if not spans:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            sp = np.asarray(spans, dtype=np.int64)
+            return sp[:, 0].copy(), sp[:, 1].copy()
+        # ASCII: a lookup table marks word characters; a token starts where the mark goes
+        # 0 -> 1 and ends where it goes 1 -> 0 (``t`` starts and ends with a space).
+        w = _ASCII_WORD[codes8]
+        d = w[1:] - w[:-1]
+        return np.flatnonzero(d == 1) + 1, np.flatnonzero(d == -1) + 1
 
     def _cue_positions(self, t: str) -> tuple[np.ndarray, np.ndarray]:
-        """Cue matches: each cue's regex is tried only where one of its literal starts
-        occurs at a word start (``str.find`` is much faster than ``re`` scanning)."""
+        """Cue matches. A CUES regex is tried only at positions where one of its literal
+        starts occurs at a word start (alphanumeric literals) or anywhere (others); the
+        candidates come from one pass of ``_CUE_SCAN_RE``. CUE_EXTRA regexes run only
+        when their gate says they can match."""
         ids = _cue_buckets(self.seed, self.n_features)
+        cand: dict[int, list[int]] = {}
+        for m in _CUE_SCAN_RE.finditer(t):
+            i = m.start()
+            for k, lits in _CUE_BY_FIRST[t[i]]:
+                if t.startswith(lits, i):
+                    cand.setdefault(k, []).append(i)
         bk: list[int] = []
         st: list[int] = []
-        for k, (starts, rx) in enumerate(CUES):
-            cand: set[int] = set()
-            for w in starts:
-                i = t.find(w)
-                while i >= 0:
-                    if not (i and t[i - 1].isalnum() and t[i].isalnum()):
-                        cand.add(i)
-                    i = t.find(w, i + 1)
-            for i in sorted(cand):
+        # Positions come in increasing order, once per cue: same order as before.
+        for k in sorted(cand):
+            rx = CUES[k][1]
+            for i in cand[k]:
                 if rx.match(t, i):
                     bk.append(ids[k])
                     st.append(i)
         if self.cues >= 2:
-            for k, rx in CUE_EXTRA:
+            ascii_text = t.isascii()
+            for k, rx, gate, ascii_gate in _CUE_EXTRA_GATED:
+                if ascii_text:
+                    if ascii_gate is None or not _passes(t, ascii_gate):
+                        continue
+                elif not _passes(t, gate):
+                    continue
                 for m in rx.finditer(t):
                     bk.append(ids[k])
                     st.append(m.start())
