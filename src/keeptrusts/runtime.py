@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from keeptrusts import __version__
 from keeptrusts.audit.event import build_event, decide_verdict, iso_utc, reload_event
 from keeptrusts.audit.sink import AuditSink, AuditUnavailable, open_sink
@@ -28,6 +26,7 @@ from keeptrusts.limits import Limiter
 from keeptrusts.policies import registry as policy_registry
 from keeptrusts.policies.base import PolicyEnv
 from keeptrusts.policies.chain import Chain
+from keeptrusts.providers.http1 import HttpClient
 from keeptrusts.routing.router import Router
 from keeptrusts.server.metrics import Metrics
 from keeptrusts.tracing import Tracing
@@ -76,7 +75,7 @@ class Gateway:
         self.settings = settings
         self.started = time.time()
         self.requests_processed = 0
-        self.http: aiohttp.ClientSession | None = None
+        self.http: HttpClient | None = None
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kt-policy")
         self.env = PolicyEnv(state_dir=settings.state_dir, executor=self.executor)
         self.gen = Generation(config, build_chain(config, self.env, fail_mode=settings.fail_mode))
@@ -93,19 +92,7 @@ class Gateway:
         self.on_reload: Callable[[str, bool], None] | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=60,
-            ttl_dns_cache=300,
-        )
-        self.http = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=True,
-            # One session serves every client: a cookie an upstream sets for one request
-            # must never ride along on another's (and the jar costs time per request).
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.http = HttpClient(limit=self.settings.max_connections, keepalive=60.0)
         self.gen = replace(self.gen, router=Router(self.config, self.http))
         self.metrics.watch(
             "keeptrusts_circuit_breaker_state",

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from keeptrusts.config.load import load_config
 from keeptrusts.context import RequestContext
 from keeptrusts.errors import GatewayError
+from keeptrusts.providers.http1 import HttpClient
 from keeptrusts.routing.router import Router
 from tests.conftest import free_port, write_yaml
 from tests.fakeprovider import FakeProvider, Reply
@@ -135,7 +134,7 @@ async def cell(fp: FakeProvider, tmp: Path, strategy: str, fault: Fault, n: int)
     if fault.reply is not None:
         fp.enqueue(Reply(**{**fault.reply.__dict__}))
     config = config_for(tmp, fp.url, strategy, fault)
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         router = Router(config, http, rng=random.Random(1))
         # Without a breaker every request to a waits out its timeout: fewer of those.
         n = n if fault.breaker else max(20, n // 5)

@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from keeptrusts.config.load import load_config
 from keeptrusts.config.model import GatewayConfig
 from keeptrusts.context import RequestContext
 from keeptrusts.errors import GatewayError
+from keeptrusts.providers.http1 import HttpClient
 from keeptrusts.routing.router import Router
 from tests.conftest import write_yaml
 
@@ -65,7 +64,7 @@ def build_config(
 async def router_for(
     config: GatewayConfig, *, seed: int = 7, clock: Any = None
 ) -> AsyncIterator[Router]:
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         kw = {"clock": clock} if clock is not None else {}
         yield Router(config, http, rng=random.Random(seed), **kw)
 

@@ -12,17 +12,16 @@ The router and server never name a provider: they look it up in ``providers.regi
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from keeptrusts import __version__
 from keeptrusts.config.model import Target
 from keeptrusts.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from keeptrusts.providers.http1 import ConnectError, HttpClient, Response
 from keeptrusts.providers.relay import Frames, RelayScanner
 from keeptrusts.providers.wire import carries_content, error_from_body
 from keeptrusts.sse import SSEEvent, SSEParser
@@ -69,7 +68,7 @@ class Call:
 
     body: dict[str, Any]
     target: Target
-    http: aiohttp.ClientSession
+    http: HttpClient
     request_id: str
     # The client's Authorization header, forwarded only to targets without a secret.
     client_auth: str | None = None
@@ -132,13 +131,14 @@ class HttpProvider(Provider):
         """The upstream POST (an ``async with`` context); the router bounds the whole
         attempt by the target's total timeout."""
         req = self.build_request(call)
-        # Our own name, not aiohttp's: set here rather than with the session's
-        # skip_auto_headers, which costs aiohttp a header copy and sort per request.
         req.headers.setdefault("user-agent", USER_AGENT)
         t = call.target.timeouts
-        return call.http.post(req.url, data=req.body, headers=req.headers, timeout=_timeout(t))
+        # The read timeout bounds the wait for the first byte and every gap after it.
+        return call.http.post(
+            req.url, data=req.body, headers=req.headers, timeout=(t.connect, t.first_byte)
+        )
 
-    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+    async def _check(self, resp: Response) -> None:
         """Raise the mapped upstream error for an HTTP error status."""
         if resp.status >= 400:
             err = self.parse_error(resp.status, await resp.read())
@@ -205,21 +205,15 @@ class HttpProvider(Provider):
             )
 
 
-@functools.lru_cache(maxsize=256)
-def _timeout(t: Any) -> aiohttp.ClientTimeout:
-    # sock_read bounds the wait for the first byte and every gap after it. Cached: one
-    # immutable ClientTimeout per target's (frozen) timeouts, not one per request.
-    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.first_byte)
-
-
-def _keep_retry_after(err: UpstreamError, resp: aiohttp.ClientResponse) -> None:
+def _keep_retry_after(err: UpstreamError, resp: Response) -> None:
     retry_after = resp.headers.get("retry-after")
     if retry_after:
         err.headers["retry-after"] = retry_after
 
 
 class _mapped_errors:
-    """Turn aiohttp/asyncio failures into our upstream errors, naming the target only."""
+    """Turn connection failures and timeouts into our upstream errors, naming the target
+    only (never the URL, which may carry a key in its query)."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -231,11 +225,11 @@ class _mapped_errors:
         if exc is None or isinstance(exc, UpstreamError):
             return False
         tid = self.target.id
-        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        if isinstance(exc, asyncio.TimeoutError):
             raise UpstreamTimeout(f"target {tid} timed out") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, ConnectError):
             raise UpstreamUnreachable(f"target {tid} is unreachable") from exc
-        if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+        if isinstance(exc, OSError):  # ConnectionError: reset, closed early, not HTTP
             raise UpstreamUnreachable(f"connection to target {tid} failed") from exc
         return False
 

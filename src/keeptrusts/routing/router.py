@@ -32,8 +32,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from keeptrusts.config.model import GatewayConfig, Target
 from keeptrusts.context import Attempt, RequestContext
 from keeptrusts.deadlines import Deadlines
@@ -46,6 +44,7 @@ from keeptrusts.errors import (
 )
 from keeptrusts.providers import registry
 from keeptrusts.providers.base import Call, Provider
+from keeptrusts.providers.http1 import HttpClient
 from keeptrusts.providers.relay import Frames
 from keeptrusts.routing import metrics
 from keeptrusts.routing.limits import Overloaded, QueueTimeout
@@ -150,7 +149,7 @@ class Router:
     def __init__(
         self,
         config: GatewayConfig,
-        http: aiohttp.ClientSession,
+        http: HttpClient,
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
