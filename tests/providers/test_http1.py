@@ -265,3 +265,25 @@ async def test_server_closing_an_idle_connection_gets_a_new_one() -> None:
                 assert await resp.read() == b'{"ok": true}'
             await asyncio.sleep(0.05)
         assert srv.connections == 3
+
+
+async def test_chunked_framing_split_at_every_byte_still_decodes() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"a;ext=1\r\ndata: one\n\r\n10\r\ndata: two three\n\r\n0\r\nx-trailer: 1\r\n\r\n"
+    )
+
+    def make(srv: RawServer) -> Handler:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await srv.read_request(r)
+            for i in range(len(reply)):
+                w.write(reply[i : i + 1])
+                await w.drain()
+                await asyncio.sleep(0)
+            await asyncio.sleep(1)
+
+        return handle
+
+    async with serving(make) as (_, url), HttpClient() as http, http.post(url) as resp:
+        assert await resp.read() == b"data: one\ndata: two three\n"
+        assert resp.done

@@ -225,28 +225,33 @@ class Response:
         return rest
 
     def _feed_chunked(self, data: bytes) -> bytes:
-        """Consume ``data`` in a chunked body; return what is left for the next state."""
-        buf = self._head  # reused as the chunk-framing buffer once the head is parsed
-        while data:
+        """Consume ``data`` in a chunked body; what it carries is delivered at once (one
+        read of an SSE stream often holds many chunks)."""
+        buf = self._head  # reused for a framing line split across reads
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        out: list[bytes] = []
+        pos, n = 0, len(data)
+        while pos < n:
             state = self._state
             if state == _CHUNK_DATA:
-                take = data[: self._remaining]
-                self._remaining -= len(take)
-                self._deliver(take)
-                data = data[len(take) :]
+                take = min(self._remaining, n - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._remaining -= take
                 if self._remaining == 0:
                     self._state = _CHUNK_END
                 continue
-            buf += data
-            data = b""
-            end = buf.find(b"\r\n")
+            end = data.find(b"\r\n", pos)
             if end < 0:
-                if len(buf) > MAX_HEAD:
+                if n - pos > MAX_HEAD:
                     raise ProtocolError("chunk framing line too long")
-                return b""
-            line = bytes(buf[:end])
-            data = bytes(buf[end + 2 :])
-            buf.clear()
+                buf += data[pos:]
+                break
+            line = data[pos:end]
+            pos = end + 2
             if state == _CHUNK_END:
                 if line:
                     raise ProtocolError("chunk not followed by CRLF")
@@ -262,10 +267,14 @@ class Response:
                     self._remaining = size
                     self._state = _CHUNK_DATA
             elif state == _TRAILERS and not line:  # trailer lines are skipped
-                if data:
+                if out:
+                    self._deliver(b"".join(out))
+                if pos < n:
                     self.keep_alive = False
                 self._finish()
                 return b""
+        if out:
+            self._deliver(out[0] if len(out) == 1 else b"".join(out))
         return b""
 
     def _deliver(self, data: bytes) -> None:
