@@ -236,6 +236,11 @@ class Response:
         pos, n = 0, len(data)
         while pos < n:
             state = self._state
+            if state == _CHUNK_SIZE:
+                # Fast path: whole chunks back to back, the usual shape of an SSE read.
+                pos = self._whole_chunks(data, pos, out)
+                if pos >= n or self._state != _CHUNK_SIZE:
+                    continue
             if state == _CHUNK_DATA:
                 take = min(self._remaining, n - pos)
                 out.append(data[pos : pos + take])
@@ -276,6 +281,26 @@ class Response:
         if out:
             self._deliver(out[0] if len(out) == 1 else b"".join(out))
         return b""
+
+    def _whole_chunks(self, data: bytes, pos: int, out: list[bytes]) -> int:
+        """Take complete non-empty chunks from ``pos`` on; return where the general
+        parser must go on (a partial chunk, an extension, the last chunk, bad framing)."""
+        n = len(data)
+        find = data.find
+        while True:
+            end = find(b"\r\n", pos)
+            if end < 0:
+                return pos
+            try:
+                size = int(data[pos:end], 16)
+            except ValueError:  # a chunk extension: the general parser handles it
+                return pos
+            start = end + 2
+            stop = start + size
+            if size == 0 or stop + 2 > n or data[stop : stop + 2] != b"\r\n":
+                return pos
+            out.append(data[start:stop])
+            pos = stop + 2
 
     def _deliver(self, data: bytes) -> None:
         if self._decoder is not None:
