@@ -108,13 +108,14 @@ def _odd_texts() -> list[str]:
         + ["\u200b", "\u200d", "\ufeff", "\u0301", "\u0336", "\x00", "\x1b", "\x7f", "\u2028"]
         + ["\U0001f600", "\U0001f680", "\u00a0", "\u3000", "ﬁ", "İ", "ẞ", "Ω"]
     )
-    words = (
+    vocabulary = (
         "ignore disregard forget override bypass previous prior system secret hidden your "
         "instructions rules prompt reveal print repeat show say output you are now from now "
         "on dan jailbreak developer mode without restrictions openai moral never refuse must "
         "answer ### <system> [inst] end of prompt new task pwned hacked hypothetical "
         "vergiss anweisungen oublie règles olvida instrucciones ignora istruzioni"
-    ).split()
+    )
+    words = vocabulary.split()
     out = list(base)
     for k in range(3000):
         n = rng.randint(1, 120)
@@ -174,7 +175,7 @@ def _digest_seq(*arrays: np.ndarray) -> str:
 def record(det: InjectionDetector, text: str) -> dict[str, Any]:
     try:
         ex = det.explain(text)
-    except Exception as e:  # noqa: BLE001 - an exception is a result to compare too
+    except Exception as e:  # an exception is a result to compare too
         return {"error": type(e).__name__}
     rec: dict[str, Any] = {
         "score": ex["score"],

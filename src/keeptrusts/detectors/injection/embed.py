@@ -17,8 +17,10 @@ can pool over windows of a long text.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
+from itertools import accumulate
 
 import numpy as np
 
@@ -43,8 +45,21 @@ def _is_cjk(cp: int) -> bool:
     )
 
 
+# ASCII fast path of :func:`_basic_split`: for ASCII text NFD changes nothing and there
+# are no combining marks (Mn) or CJK characters, the punctuation is exactly the four code
+# ranges of ``_is_punct`` (every ASCII character of a "P" category lies in them), and the
+# control characters (Cc) are dropped without ending the current piece.
+_ASCII_CONTROL = {cp: None for cp in (*range(0x20), 0x7F)}
+_ASCII_PIECE_RE = re.compile(r"[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~]+")
+
+
 def _basic_split(word: str) -> list[str]:
     """Lower-cased, accent-stripped word split at punctuation and CJK characters."""
+    if word.isascii():
+        w = word.lower()
+        if w.isalnum():
+            return [w]
+        return _ASCII_PIECE_RE.findall(w.translate(_ASCII_CONTROL))
     w = unicodedata.normalize("NFD", word.lower())
     w = "".join(c for c in w if unicodedata.category(c) != "Mn")
     out: list[str] = []
@@ -79,6 +94,9 @@ class StaticEmbedder:
         self.dim = int(self.vectors.shape[1])
         # Word -> token ids; words repeat across prompts, so the cache pays for itself.
         self._word_ids = lru_cache(maxsize=16384)(self._wordpiece)
+        # Longest vocabulary entry: a longer candidate cannot match, so the greedy search
+        # starts there instead of at the end of a long piece.
+        self._max_piece = max(map(len, vocab), default=0)
 
     def _wordpiece(self, word: str) -> tuple[int, ...]:
         ids: list[int] = []
@@ -88,7 +106,7 @@ class StaticEmbedder:
                 continue
             start, sub = 0, []
             while start < len(piece):
-                end = len(piece)
+                end = min(len(piece), start + self._max_piece)
                 found = -1
                 while end > start:
                     cand = piece[start:end] if start == 0 else "##" + piece[start:end]
@@ -106,16 +124,24 @@ class StaticEmbedder:
 
     def tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """``(token ids, start offset of each token's word in text)``."""
-        ids: list[int] = []
-        starts: list[int] = []
-        pos = 0
-        for word in text.split():
-            pos = text.find(word, pos)
-            got = self._word_ids(word)
-            ids.extend(got)
-            starts.extend([pos] * len(got))
-            pos += len(word)
-        return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+        words = text.split()
+        if not words:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        if text == " " + " ".join(words) + " ":
+            # A prepared text (one space between words and at both ends): each word
+            # starts one character after the previous one ends.
+            offsets = list(accumulate((len(w) + 1 for w in words[:-1]), initial=1))
+        else:
+            offsets = []
+            pos = 0
+            for word in words:
+                pos = text.find(word, pos)
+                offsets.append(pos)
+                pos += len(word)
+        per_word = list(map(self._word_ids, words))
+        ids = [i for got in per_word for i in got]
+        starts = [p for p, got in zip(offsets, per_word, strict=True) for _ in got]
+        return np.array(ids, dtype=np.int64), np.array(starts, dtype=np.int64)
 
     def pool(self, ids: np.ndarray) -> np.ndarray:
         """Mean of the tokens' vectors, L2-normalised (zeros for no tokens)."""

@@ -289,6 +289,8 @@ def _required(seq: object) -> list[set[str]] | None:
                 sub = [alts]
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
             sub = _required(av[2])
+        elif op is c.IN and av and all(o is c.LITERAL for o, _ in av):
+            sub = [{chr(ch) for _, ch in av}]  # a class of plain characters: [\"']
         if sub:
             sets.extend(sub)
     if run:
@@ -309,13 +311,20 @@ def _gate(rx: re.Pattern[str]) -> _Gate:
         from re import _parser  # type: ignore[attr-defined]
 
         sets = _required(_parser.parse(rx.pattern, rx.flags))
-    except Exception:  # noqa: BLE001 - private parser API: no gate is always correct
+    except Exception:  # private parser API: no gate is always correct
         return ()
     if not sets:
         return ()
-    # Most selective first, so that most texts are rejected by the first set.
-    ranked = sorted(sets, key=lambda s: (min(map(len, s)), -len(s)), reverse=True)
-    return tuple(_minimal(s) for s in ranked[:3])
+
+    # Cheap and selective sets first, so that most texts are rejected after a few
+    # substring tests: sets of strings of 4+ characters or of punctuation (quote marks)
+    # rarely all miss in vain; within a kind, fewer strings cost less.
+    def rank(strings: set[str]) -> tuple[bool, int]:
+        selective = all(len(x) >= 4 or not any(ch.isalnum() for ch in x) for x in strings)
+        return (not selective, len(strings))
+
+    ranked = sorted((_minimal(s) for s in sets), key=lambda s: rank(set(s)))
+    return tuple(ranked[:3])
 
 
 def _ascii_gate(gate: _Gate) -> _Gate | None:
@@ -392,6 +401,12 @@ def _powers(base: int, n: int) -> np.ndarray:
     return np.cumprod(out, dtype=_U64)
 
 
+@functools.lru_cache(maxsize=256)
+def _salt(seed: int, kind: int, n: int) -> np.uint64:
+    """Salt of the n-grams of one kind and length (cached: big-int arithmetic)."""
+    return _U64((seed * 1_000_003 + kind * 101 + n) * _PAIR % _MOD)
+
+
 class _Tables:
     """Powers of ``_P`` and ``_PINV`` and ``0, 1, 2 ...``, computed once for a length and
     sliced per text (slices of a cumulative product equal a shorter product). Grown by
@@ -466,7 +481,7 @@ class HashingFeaturizer:
         )
 
     def _salt(self, kind: int, n: int) -> np.uint64:
-        return _U64((self.seed * 1_000_003 + kind * 101 + n) * _PAIR % _MOD)
+        return _salt(self.seed, kind, n)
 
     def positions(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(buckets, starts)``: one entry per n-gram occurrence.

@@ -204,10 +204,22 @@ _HSPACE_RE = re.compile(r"[^\S\n]+")
 _MANY_NL_RE = re.compile(r"\n\s*\n(\s*\n)+")
 
 
+# The ASCII whitespace characters other than space and newline.
+_ASCII_HSPACE_OTHER = ("\t", "\x0b", "\x0c", "\r", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
 def collapse_whitespace(text: str) -> str:
     """Collapse horizontal whitespace to one space and 3+ line breaks to two."""
-    text = _HSPACE_RE.sub(" ", text)
-    return _MANY_NL_RE.sub("\n\n", text).strip()
+    # Skip a substitution that cannot change anything (it costs one replacement per
+    # word otherwise): an ASCII text whose only horizontal whitespace is single spaces,
+    # or fewer than three line breaks.
+    if not (
+        text.isascii() and "  " not in text and not any(ch in text for ch in _ASCII_HSPACE_OTHER)
+    ):
+        text = _HSPACE_RE.sub(" ", text)
+    if text.count("\n") >= 3:
+        text = _MANY_NL_RE.sub("\n\n", text)
+    return text.strip()
 
 
 def normalize(text: str) -> str:
@@ -306,14 +318,23 @@ def _u_esc(m: re.Match[str]) -> str:
 
 
 def _decode_once(text: str) -> list[str]:
+    # Each regex runs only if a string that every match contains occurs in the text (a
+    # substring test is far cheaper than a regex scan): "%", "&#", "\\u"/"\\U" (both
+    # contain a backslash), "\\x", "0x" and, for ROT13 (any case), "13".
     out: list[str] = []
-    if len(_PCT_RE.findall(text)) >= 2:
+    if "%" in text and len(_PCT_RE.findall(text)) >= 2:
         out.append(unquote(text))
-    if len(_HTML_REF_RE.findall(text)) >= 3:
+    if "&#" in text and len(_HTML_REF_RE.findall(text)) >= 3:
         out.append(html.unescape(text))
-    if len(_U_ESC_RE.findall(text)) >= 3:
+    backslash = "\\" in text
+    if backslash and len(_U_ESC_RE.findall(text)) >= 3:
         out.append(_U_ESC_RE.sub(_u_esc, text))
-    for rx in (_HEX_ESC_RE, _HEX_0X_RE, _HEX_RUN_RE):
+    hex_res = [_HEX_RUN_RE]
+    if "0x" in text:
+        hex_res.insert(0, _HEX_0X_RE)
+    if backslash and "\\x" in text:
+        hex_res.insert(0, _HEX_ESC_RE)
+    for rx in hex_res:
         for m in rx.finditer(text):
             dec = _decode_hex(m.group(0))
             if dec:
@@ -322,7 +343,7 @@ def _decode_once(text: str) -> list[str]:
         dec = _decode_b64(m.group(0))
         if dec:
             out.append(dec)
-    if _ROT13_RE.search(text):
+    if "13" in text and _ROT13_RE.search(text):
         out.append(codecs.decode(text, "rot13"))
     return out
 

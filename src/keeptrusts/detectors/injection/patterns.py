@@ -141,13 +141,24 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# Every distinct trigger once (several patterns share stems such as "ignor"), and each
+# pattern's triggers as a set, so one pass of substring tests serves all patterns.
+_ALL_TRIGGERS: tuple[str, ...] = tuple(sorted({t for ts in _TRIGGERS.values() for t in ts}))
+_TRIGGER_SETS: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = tuple(
+    (name, rx, frozenset(_TRIGGERS[name])) for name, rx in PATTERNS.items()
+)
+
+
 def match_patterns(text: str) -> list[str]:
     """Names of patterns that match ``text`` outside quotation marks."""
     hits: list[str] = []
     low = text.lower()
+    present = {t for t in _ALL_TRIGGERS if t in low}
+    if not present:
+        return hits
     spans: list[tuple[int, int]] | None = None
-    for name, rx in PATTERNS.items():
-        if not any(t in low for t in _TRIGGERS[name]):
+    for name, rx, triggers in _TRIGGER_SETS:
+        if triggers.isdisjoint(present):
             continue
         for m in rx.finditer(text):
             if spans is None:
