@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 
 from keeptrusts.detectors.base import Finding
 from keeptrusts.detectors.pii.recognizer import Pattern, PatternRecognizer, has_digits
@@ -46,6 +47,10 @@ IBAN_LENGTHS = {
 }  # fmt: skip
 
 
+# the characters of an email address's local part (as in ``EmailRecognizer``'s pattern)
+_LOCAL_CHARS = re.compile(r"[\w.%+\-]+")
+
+
 class EmailRecognizer(PatternRecognizer):
     entity = "EMAIL_ADDRESS"
     name = "email"
@@ -57,6 +62,35 @@ class EmailRecognizer(PatternRecognizer):
             1.0,
         ),
     )
+
+    def matches(self, text: str) -> Iterator[tuple[Pattern, re.Match[str]]]:
+        """The matches ``finditer`` would give, found from the "@" signs.
+
+        ``finditer`` would try every position of the text (the pattern opens with a
+        look-behind, so ``re`` cannot skip ahead). But a match holds exactly one "@" (neither
+        part may contain one), and it starts where the run of local-part characters ending
+        at that "@" starts (the look-behind forbids starting inside the run). So each "@"
+        has one possible start, found by matching the run backwards in the reversed text,
+        and is tried there unless that start lies inside the previous match, where
+        ``finditer`` would not look.
+        """
+        pattern, rx = self._compiled[0]
+        at = text.find("@")
+        if at < 0:
+            return
+        reversed_text = text[::-1]
+        n = len(text)
+        last_end = 0
+        while at >= 0:
+            run = _LOCAL_CHARS.match(reversed_text, n - at)
+            if run is not None:
+                start = at - (run.end() - run.start())
+                if start >= last_end:
+                    m = rx.match(text, start)
+                    if m is not None:
+                        yield pattern, m
+                        last_end = m.end()
+            at = text.find("@", at + 1)
 
     def validate(self, value: str, match: re.Match[str]) -> bool | float:
         local = value.split("@", 1)[0]

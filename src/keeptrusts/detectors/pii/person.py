@@ -33,12 +33,19 @@ import re
 import threading
 from dataclasses import dataclass
 from importlib import resources
+from itertools import accumulate, compress, repeat
+from operator import itemgetter
+from typing import cast
 
 from keeptrusts.detectors.base import Finding
 from keeptrusts.detectors.pii import person_words as W
 from keeptrusts.detectors.pii.recognizer import Recognizer
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+# ``_WORD`` as a capturing group, for ``split``; and the same for ASCII text, where
+# ``[^\W\d_]`` is ``[A-Za-z]`` and which ``re`` scans faster (a bitmap, not Unicode look-ups)
+_SPLIT = re.compile(f"({_WORD.pattern})")
+_SPLIT_ASCII = re.compile(r"([A-Za-z]+(?:['\-][A-Za-z]+)*)")
 _SIMPLE_GAP = re.compile(r"[ \t]{1,3}")
 _INITIAL_GAP = re.compile(r"\.[ \t]{0,3}")
 _SENT_END = re.compile(r"[.!?\n]\W*$")
@@ -46,6 +53,14 @@ _CUE_RX = re.compile(
     r"(?:^|[^\w'])(?:"
     + "|".join(re.escape(c) for c in sorted(W.STRONG_CUES, key=len, reverse=True))
     + r")[\s,:\-]*$"
+)
+# ``_CUE_RX`` for the reversed window: the tail, a reversed cue, then a word boundary or the
+# window's start. ``\Z``, not ``$``: ``_CUE_RX``'s ``$`` may also stop before a final line
+# break, which its ``[\s,:\-]*`` can take in anyway.
+_CUE_RX_REVERSED = re.compile(
+    r"[\s,:\-]*(?:"
+    + "|".join(re.escape(c[::-1]) for c in sorted(W.STRONG_CUES, key=len, reverse=True))
+    + r")(?:[^\w']|\Z)"
 )
 _CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|s|t)$|n['’]t$")
 _GLUE = set("/_@#=\\.:+")
@@ -59,6 +74,7 @@ _STRONG_LEFT_KINDS = frozenset({"title", "strong"})
 
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
+_NAME_KINDS = frozenset({CORE, WEAK, UNK})  # a span needs one of these: not only particles
 
 
 @dataclass(slots=True)
@@ -150,6 +166,10 @@ def _shape(word: str) -> str:
 # last-name bucket, common, kind). ``_INIT_IF_DOTTED`` marks a one-letter word that is an
 # initial only if upper case or followed by a dot.
 WordInfo = tuple[str, str, int, int, bool, int]
+# What ``tokenize`` remembers of a word as matched (possibly with a possessive "'s"): its
+# ``WordInfo``, its kind (repeated, the one field every word needs) and how many characters
+# the possessive takes off its end (0 or 2).
+WordEntry = tuple[WordInfo, int, int]
 _INIT_IF_DOTTED = -1
 # Words remembered per recognizer (most text is the same few thousand words); when full the
 # table starts over, which bounds its memory at a few MB.
@@ -191,42 +211,58 @@ def word_info(word: str, lex: Lexicon) -> WordInfo:
     return key, shape, fb, lb, is_common, kind
 
 
-def tokenize(text: str, lex: Lexicon, cache: dict[str, WordInfo] | None = None) -> list[Token]:
+def word_entry(word: str, lex: Lexicon) -> WordEntry:
+    """The ``WordEntry`` of ``word`` as ``_WORD`` matched it."""
+    cut = 0
+    if len(word) > 3 and word[-2] in "'’" and word[-1] in "sS":
+        cut = 2  # a possessive: "Anna's" is "Anna", followed by "'s"
+    info = word_info(word[: len(word) - cut], lex)
+    return info, info[5], cut
+
+
+def tokenize(text: str, lex: Lexicon, cache: dict[str, WordEntry] | None = None) -> list[Token]:
     """The name-like words of ``text`` (kind > 0), each knowing the word before it;
-    ``cache`` remembers ``word_info`` across calls.
+    ``cache`` remembers ``word_entry`` across calls.
 
     Other words matter only as the word before a name, or by breaking a run (a word between
     two name-like words makes their gap more than spaces), so they get no token: most words
-    of ordinary text are not name-like.
+    of ordinary text are not name-like. This runs on every word of every prompt and answer,
+    so the words are split, looked up and sifted by C loops (``split``, ``map``,
+    ``compress``); Python code runs only for the name-like words and for new words.
     """
-    toks = []
-    append = toks.append
-    prev_key, prev_end = "", -1
-    for m in _WORD.finditer(text):
-        start, end = m.span()
-        word = m.group()
-        possessive = False
-        if len(word) > 3 and word[-2] in "'’" and word[-1] in "sS":
-            word = word[:-2]
-            end -= 2
-            possessive = True
-        info = cache.get(word) if cache is not None else None
-        if info is None:
-            info = word_info(word, lex)
-            if cache is not None:
+    if cache is None:
+        cache = {}
+    # [gap, word, gap, word, ..., gap]: the same words as ``_WORD.finditer`` finds
+    parts = (_SPLIT_ASCII if text.isascii() else _SPLIT).split(text)
+    words = parts[1::2]
+    entries: list[WordEntry | None] = list(map(cache.get, words))
+    if None in entries:
+        for i, entry in enumerate(entries):
+            if entry is None:
+                word = words[i]
+                entries[i] = entry = word_entry(word, lex)
                 if len(cache) >= WORD_CACHE_SIZE:
                     cache.clear()
-                cache[word] = info
-        key, shape, fb, lb, is_common, kind = info
+                cache[word] = entry
+    known = cast("list[WordEntry]", entries)
+    ends = list(accumulate(map(len, parts)))  # word i spans ends[2i] .. ends[2i + 1]
+    toks: list[Token] = []
+    for i in compress(range(len(known)), map(itemgetter(1), known)):
+        info, kind, cut = known[i]
+        start, end = ends[2 * i], ends[2 * i + 1] - cut
         if kind == _INIT_IF_DOTTED:
-            kind = INIT if shape == "I" or text[end : end + 1] == "." else 0
-        if kind:
-            append(
-                Token(
-                    start, end, key, shape, fb, lb, is_common, kind, possessive, prev_key, prev_end
-                )
-            )
-        prev_key, prev_end = key, end
+            kind = INIT if info[1] == "I" or text[end : end + 1] == "." else 0
+            if not kind:
+                continue
+        if i:
+            prev = known[i - 1]
+            prev_key, prev_end = prev[0][0], ends[2 * i - 1] - prev[2]
+        else:
+            prev_key, prev_end = "", -1
+        key, shape, fb, lb, is_common, _ = info
+        toks.append(
+            Token(start, end, key, shape, fb, lb, is_common, kind, cut > 0, prev_key, prev_end)
+        )
     return toks
 
 
@@ -238,8 +274,8 @@ def _family(t: Token) -> str:
 
 def _joinable(text: str, a: Token, b: Token) -> bool:
     """Can ``b`` continue a run that ends with ``a``? Same case family, a plain gap."""
-    if a.possessive:
-        return False
+    if a.possessive or b.prev_end != a.end:
+        return False  # a possessive, or another word between them
     gap = text[a.end : b.start]
     if not _SIMPLE_GAP.fullmatch(gap) and not (a.kind == INIT and _INITIAL_GAP.fullmatch(gap)):
         return False
@@ -279,17 +315,32 @@ def _prev_word(text: str, toks: list[Token], a: int) -> tuple[str, str]:
     return t.prev_key, text[t.prev_end : t.start]
 
 
-def left_context(text: str, toks: list[Token], a: int) -> str:
-    """What stands before token ``a``: a title, a strong cue, a sentence start, ..."""
+def strong_left(text: str, toks: list[Token], a: int) -> str:
+    """The part of :func:`left_context` that makes a span a name on its own: "title",
+    "strong", or "" when neither."""
     first = toks[a]
     prev, gap = _prev_word(text, toks, a)
-    window = text[max(0, first.start - 28) : first.start].lower()
     if prev in W.TITLES and gap.strip() in ("", "."):
         return "title"
-    if _CUE_RX.search(window):
+    # ``_CUE_RX.search(window)``, run backwards from the window's end: one anchored match
+    # instead of an attempt at every position
+    window = text[max(0, first.start - 28) : first.start].lower()
+    if _CUE_RX_REVERSED.match(window[::-1]):
         return "strong"
+    return ""
+
+
+def left_context(text: str, toks: list[Token], a: int, strong: str | None = None) -> str:
+    """What stands before token ``a``: a title, a strong cue, a sentence start, ...
+    ``strong``: its :func:`strong_left`, when already known."""
+    if strong is None:
+        strong = strong_left(text, toks, a)
+    if strong:
+        return strong
+    first = toks[a]
+    prev, gap = _prev_word(text, toks, a)
     if (first.prev_end < 0 and not gap.strip()) or _SENT_END.search(
-        text[: first.start][-6:] or "\n"
+        text[max(0, first.start - 6) : first.start] or "\n"
     ):
         return "sent"
     if prev in W.NEGATIVE_PRECEDERS and not gap.strip():
@@ -366,10 +417,8 @@ def features(
     n = len(span)
     first, last = span[0], span[-1]
     f = [f"n{min(n, 4)}"]
-    core = [t for t in span if t.kind == CORE]
-    weak = [t for t in span if t.kind == WEAK]
-    unk = [t for t in span if t.kind == UNK]
-    inits = [t for t in span if t.kind == INIT]
+    kinds = [t.kind for t in span]
+    n_unk, n_weak = kinds.count(UNK), kinds.count(WEAK)
     if n == 1:
         f += [f"s_fb{first.fb}", f"s_lb{first.lb}"]
         if first.fb >= first.lb + 2:
@@ -387,16 +436,16 @@ def features(
             f.append("m_first_common")
         if last.common:
             f.append("m_last_common")
-        f.append(f"m_ncore{min(len(core), 3)}")
-    if unk:
-        f.append(f"unk{min(len(unk), 2)}")
-        if unk[0] is first:
+        f.append(f"m_ncore{min(kinds.count(CORE), 3)}")
+    if n_unk:
+        f.append(f"unk{min(n_unk, 2)}")
+        if first.kind == UNK:
             f.append("unk_first")
-        if unk[-1] is last:
+        if last.kind == UNK:
             f.append("unk_last")
-    if weak:
-        f.append(f"weak{min(len(weak), 2)}")
-    if inits:
+    if n_weak:
+        f.append(f"weak{min(n_weak, 2)}")
+    if INIT in kinds:
         f.append("init")
         if last.kind == INIT:
             f.append("init_last")
@@ -404,7 +453,7 @@ def features(
         f.append("thing_last")
     if first.key in W.PLACE_PREFIXES:
         f.append("place_first")
-    if any(t.kind == PART for t in span):
+    if PART in kinds:
         f.append("particle")
     if any("-" in t.key for t in span):
         f.append("hyphen")
@@ -444,6 +493,12 @@ def features(
     return f
 
 
+def _unclear(head: Token, top_bucket: int) -> bool:
+    """Whether a lower-case span starting with ``head``, whose words' best lexicon bucket is
+    ``top_bucket``, is too weak a name to stand without a cue."""
+    return top_bucket < 2 or (head.common and head.fb < 3)
+
+
 def _ambiguous(t: Token) -> bool:
     """A product or place name that is also a person name: never a PERSON on its own."""
     return t.key in W.AMBIGUOUS or t.key in W.STOPLIST
@@ -477,14 +532,13 @@ class PersonRecognizer(Recognizer):
 
     def __init__(self, lexicon: Lexicon | None = None, model: dict | None = None) -> None:
         self.lexicon = lexicon or load_lexicon()
-        self._words: dict[str, WordInfo] = {}
+        self._words: dict[str, WordEntry] = {}
         m = model or load_model()
         self.weights: dict[str, float] = m["weights"]
         self.bias: float = m["bias"]
 
     def score(self, feats: list[str]) -> float:
-        w = self.weights
-        z = self.bias + sum(w.get(f, 0.0) for f in feats)
+        z = self.bias + sum(map(self.weights.get, feats, repeat(0.0)))
         return 1.0 / (1.0 + math.exp(-z))
 
     def candidates(self, text: str) -> list[tuple[int, int, float, list[str]]]:
@@ -500,22 +554,38 @@ class PersonRecognizer(Recognizer):
     def analyze(self, text: str) -> list[Finding]:
         toks = tokenize(text, self.lexicon, self._words)
         out = []
+        strongs: dict[int, str] = {}
         lefts: dict[int, str] = {}
         rights: dict[int, str] = {}
         for a, b in runs(text, toks):
             best: tuple[float, int, int] | None = None
-            for x, y in variants(toks, a, b):
-                span = toks[x : y + 1]
-                if not any(t.kind in (CORE, WEAK, UNK) for t in span):
-                    continue
+            # most runs are one word, its only variant
+            for x, y in variants(toks, a, b) if a != b else ((a, a),):
                 # The rules below need only the span's ends and case, so they run before
-                # the features are built: most candidates in ordinary text stop here.
+                # the features are built: most candidates in ordinary text (lone lower-case
+                # words) stop here. A span that is ambiguous on its own ("ask Claude", "the
+                # Jenkins job", "in Valencia"), or in lower case but not clearly a name
+                # (not "habe mit", "tag qa"), needs a title or a strong cue before it.
+                if x == y:  # a lone word (most spans): the same rules, for one token
+                    t = toks[x]
+                    if t.kind not in _NAME_KINDS:
+                        continue
+                    needs_cue = _ambiguous(t) or (t.shape == "L" and _unclear(t, max(t.fb, t.lb)))
+                else:
+                    span = toks[x : y + 1]
+                    if not any(t.kind in _NAME_KINDS for t in span):
+                        continue
+                    needs_cue = span_case(span) == "lower" and _unclear(
+                        span[0], max(max(t.fb, t.lb) for t in span)
+                    )
+                strong = strongs.get(x)
+                if strong is None:
+                    strong = strongs[x] = strong_left(text, toks, x)
+                if needs_cue and not strong:
+                    continue
                 left = lefts.get(x)
                 if left is None:
-                    left = lefts[x] = left_context(text, toks, x)
-                strong = left in _STRONG_LEFT_KINDS
-                if x == y and not strong and _ambiguous(toks[x]):
-                    continue  # "ask Claude", "the Jenkins job", "in Valencia"
+                    left = lefts[x] = left_context(text, toks, x, strong)
                 right = rights.get(y)
                 if right is None:
                     right = rights[y] = right_context(text, toks, y)
@@ -525,10 +595,6 @@ class PersonRecognizer(Recognizer):
                     and not (strong or left == "weak" or right in ("person", "poss"))
                 ):
                     continue  # a lone word unknown to the lexicon, with no cue: "(Sparkasse)"
-                if not strong and span_case(span) == "lower":
-                    head = toks[x]
-                    if max(max(t.fb, t.lb) for t in span) < 2 or (head.common and head.fb < 3):
-                        continue  # lower case needs a clear name: not "habe mit", "tag qa"
                 s = self.score(features(text, toks, x, y, left, right))
                 if best is None or s > best[0]:
                     best = (s, toks[x].start, toks[y].end)

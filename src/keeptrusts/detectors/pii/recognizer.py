@@ -41,6 +41,12 @@ class Recognizer:
     def analyze(self, text: str) -> list[Finding]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def analyze_above(self, text: str, min_score: float) -> list[Finding]:
+        """What the engine calls: :meth:`analyze`, except that it may leave out candidates
+        that cannot score ``min_score`` (the entity's threshold) even after the engine's
+        context adjustment, so as to skip costly validation. The default leaves none out."""
+        return self.analyze(text)
+
 
 class PatternRecognizer(Recognizer):
     """Regex candidates, then :meth:`validate` (checksums and the like).
