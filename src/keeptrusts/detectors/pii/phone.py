@@ -29,7 +29,7 @@ REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "BR", "PL", "AU", "CA
 _CANDIDATE = re.compile(
     r"(?<![\w+/@.\-])"
     r"(?:\+|00)?\(?\d[\d \t().\-/]{5,24}\d"
-    r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
+    r"(?P<ext>[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
     r"(?![\w@]|[.\-/]\d)",
     re.IGNORECASE,
 )
@@ -159,8 +159,9 @@ class PhoneRecognizer(Recognizer):
         for m in candidates(text):
             start, end = m.span()
             cand = m.group()
-            body = _EXTENSION.sub("", cand)
-            digits = sum(ch.isdigit() for ch in body)
+            # without the extension group the candidate holds no letter: nothing to remove
+            body = cand if m.group("ext") is None else _EXTENSION.sub("", cand)
+            digits = sum(map(str.isdigit, body))
             if not MIN_DIGITS <= digits <= 15 or "\n" in cand or "  " in body:
                 continue
             if body.count("(") != body.count(")") or any(rx.match(body) for rx in _REJECT):
