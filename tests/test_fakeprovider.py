@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
 import anthropic
 import openai
 import pytest
@@ -17,6 +16,7 @@ from keeptrusts.config.model import Target, Timeouts
 from keeptrusts.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from keeptrusts.providers.anthropic import AnthropicProvider
 from keeptrusts.providers.base import Call
+from keeptrusts.providers.http1 import HttpClient
 from tests.fakeprovider import Reply, ToolCall
 
 HI = [{"role": "user", "content": "hello there"}]
@@ -199,7 +199,7 @@ async def test_provider_complete_end_to_end(fp):
         "n": 1,
         "frequency_penalty": 0.1,
     }
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         out = await AnthropicProvider().complete(anthropic_call(fp, http, body))
     assert out["object"] == "chat.completion"
     assert out["choices"][0]["message"]["content"] == "hello there"
@@ -221,7 +221,7 @@ async def test_provider_stream_end_to_end(fp):
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         call = anthropic_call(fp, http, body, stream=True, key=None)
         chunks = [c.obj async for c in AnthropicProvider().stream(call)]
     assert fp.last.headers["x-api-key"] == "sk-client"
@@ -254,7 +254,7 @@ async def test_provider_stream_end_to_end(fp):
 async def test_provider_stream_faults(fp, reply, error, status):
     fp.enqueue(reply)
     body = {"model": "claude", "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         call = anthropic_call(fp, http, body, stream=True, first_byte=0.3)
         with pytest.raises(error) as info:
             _ = [c async for c in AnthropicProvider().stream(call)]
