@@ -287,3 +287,19 @@ async def test_chunked_framing_split_at_every_byte_still_decodes() -> None:
     async with serving(make) as (_, url), HttpClient() as http, http.post(url) as resp:
         assert await resp.read() == b"data: one\ndata: two three\n"
         assert resp.done
+
+
+async def test_connections_idle_past_keepalive_are_closed_even_in_unused_pools() -> None:
+    async with (
+        serving(keep_answering(OK)) as (srv_a, url_a),
+        serving(keep_answering(OK)) as (_, url_b),
+        HttpClient(keepalive=0.2) as http,
+    ):
+        async with http.post(url_a, data=b"{}") as resp:
+            await resp.read()
+        assert srv_a.open_now == 1  # kept alive for reuse
+        await asyncio.sleep(0.3)
+        async with http.post(url_b, data=b"{}") as resp:  # only b is used from now on
+            await resp.read()
+        await asyncio.sleep(0.05)
+        assert srv_a.open_now == 0, "a's idle connection outlived the keep-alive time"

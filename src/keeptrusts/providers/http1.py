@@ -549,6 +549,7 @@ class HttpClient:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._open: set[_Conn] = set()
+        self._last_sweep = self.loop.time()
         self.closed = False
 
     @property
@@ -610,8 +611,24 @@ class HttpClient:
             self.forget(conn)
             return
         conn.reusable = False
-        conn.idle_since = self.loop.time()
+        now = conn.idle_since = self.loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
+        if now - self._last_sweep > self.keepalive:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle for longer than ``keepalive`` in every pool (a pool that
+        is no longer used would otherwise hold its sockets until the server drops them)."""
+        self._last_sweep = now
+        for key, conns in list(self._idle.items()):
+            keep = [c for c in conns if not c.closed and now - c.idle_since < self.keepalive]
+            for c in conns:
+                if c not in keep:
+                    self.forget(c)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
 
     def forget(self, conn: _Conn) -> None:
         conn.close()
