@@ -132,3 +132,39 @@ def test_phone_skip_needs_no_parse_below_threshold(monkeypatch) -> None:
     # without a threshold (the recognizer on its own) every candidate is parsed
     rec.analyze("see the docs (ref 123456789)")
     assert calls[-1] == "123456789"
+
+
+def test_nanp_numbers_built_without_parse_equal_parse() -> None:
+    import phonenumbers
+
+    rng = random.Random(7)
+    for _ in range(ROUNDS):
+        value = (
+            f"+1 {rng.randrange(200, 1000)} {rng.randrange(1000):03d} {rng.randrange(10000):04d}"
+        )
+        m = phone._NANP.fullmatch(value)
+        assert m is not None, value
+        built = phonenumbers.PhoneNumber(country_code=1, national_number=int("".join(m.groups())))
+        assert built == phonenumbers.parse(value, None), value
+    for value in ("+1 123 456 7890", "+1 012 345 6789", "+1 415 555 01234", "+14155550123"):
+        assert phone._NANP.fullmatch(value) is None
+
+
+def test_lone_word_bounds_hold() -> None:
+    """No one-word span scores above the bound ``analyze_above`` skips it by."""
+    rec = person.PersonRecognizer()
+    pieces = [
+        *("Anna", "anna's", " ", "memory", "matter", "Dr. ", "my name is ", "ask ", "the "),
+        *("room", "Smith", "toleration", ".", ",", "(", "\n", "1", "@", "Station", "'s", ":"),
+    ]
+    for text in _texts(pieces, 8):
+        toks = person.tokenize(text, rec.lexicon)
+        for i, t in enumerate(toks):
+            if t.kind not in person._NAME_KINDS:
+                continue
+            needs_cue, top_cued, top_other = rec._lone(t)
+            strong = person.strong_left(text, toks, i)
+            if needs_cue and not strong:
+                continue
+            score = rec.score(person.features(text, toks, i, i))
+            assert score <= (top_cued if strong else top_other), (text, t)

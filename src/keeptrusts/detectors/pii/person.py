@@ -44,8 +44,10 @@ from keeptrusts.detectors.pii.recognizer import Recognizer
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 # ``_WORD`` as a capturing group, for ``split``; and the same for ASCII text, where
 # ``[^\W\d_]`` is ``[A-Za-z]`` and which ``re`` scans faster (a bitmap, not Unicode look-ups)
-_SPLIT = re.compile(f"({_WORD.pattern})")
-_SPLIT_ASCII = re.compile(r"([A-Za-z]+(?:['\-][A-Za-z]+)*)")
+# The repetitions are possessive (``++``, ``*+``): the same matches, since nothing follows
+# them that giving back a character could help match, but less backtracking state.
+_SPLIT = re.compile(r"([^\W\d_]++(?:['’\-][^\W\d_]++)*+)")
+_SPLIT_ASCII = re.compile(r"([A-Za-z]++(?:['\-][A-Za-z]++)*+)")
 _SIMPLE_GAP = re.compile(r"[ \t]{1,3}")
 _INITIAL_GAP = re.compile(r"\.[ \t]{0,3}")
 _SENT_END = re.compile(r"[.!?\n]\W*$")
@@ -75,6 +77,10 @@ _STRONG_LEFT_KINDS = frozenset({"title", "strong"})
 # token kinds
 CORE, WEAK, UNK, INIT, PART = 1, 2, 3, 4, 5
 _NAME_KINDS = frozenset({CORE, WEAK, UNK})  # a span needs one of these: not only particles
+# every value ``left_context`` and ``right_context`` can give ("poss" aside)
+_STRONG_LEFTS = ("title", "strong")
+_OTHER_LEFTS = ("sent", "neg", "place", "loc", "weak", "colon", "paren", "comma", "none")
+_RIGHT_KINDS = ("num", "thing", "person", "comma", "paren", "end", "colon", "other", "none")
 
 
 @dataclass(slots=True)
@@ -533,6 +539,7 @@ class PersonRecognizer(Recognizer):
     def __init__(self, lexicon: Lexicon | None = None, model: dict | None = None) -> None:
         self.lexicon = lexicon or load_lexicon()
         self._words: dict[str, WordEntry] = {}
+        self._lone_cache: dict[tuple[str, str, int, bool], tuple[bool, float]] = {}
         m = model or load_model()
         self.weights: dict[str, float] = m["weights"]
         self.bias: float = m["bias"]
@@ -552,11 +559,65 @@ class PersonRecognizer(Recognizer):
         return out
 
     def analyze(self, text: str) -> list[Finding]:
+        return self.analyze_above(text, 0.0)
+
+    def _lone(self, t: Token) -> tuple[bool, float, float]:
+        """For a one-token span of ``t``'s kind: whether it needs a title or strong cue
+        before it, and the scores it cannot exceed with such a cue and without one,
+        wherever it stands (remembered per word)."""
+        sig = (t.key, t.shape, t.kind, t.possessive)
+        got = self._lone_cache.get(sig)
+        if got is None:
+            needs_cue = _ambiguous(t) or (t.shape == "L" and _unclear(t, max(t.fb, t.lb)))
+            got = (
+                needs_cue,
+                self._lone_bound(t, _STRONG_LEFTS),
+                self._lone_bound(t, _OTHER_LEFTS),
+            )
+            if len(self._lone_cache) >= WORD_CACHE_SIZE:
+                self._lone_cache.clear()
+            self._lone_cache[sig] = got
+        return got
+
+    def _lone_bound(self, t: Token, lefts: tuple[str, ...]) -> float:
+        """An upper bound on ``score(features(text, toks, i, i, left, right))`` for a token
+        like ``t`` over every text, right context and ``left`` in ``lefts``: the features of
+        a one-token span are those of the word, plus those of its left context, plus
+        "glued" (at most twice), plus those of its right context; so the bound is the
+        word's weight plus the best of each part. A little is added for the sums'
+        rounding."""
+        w = self.weights.get
+        tok = Token(1, 1 + t.end - t.start, t.key, t.shape, t.fb, t.lb, t.common, t.kind,
+                    t.possessive)  # fmt: skip
+        feats = features(" " * (tok.end + 1), [tok], 0, 0, "\0", "\1")  # nothing glued
+        z = self.bias
+        left_feats, right_feats = [], []
+        for f in feats:
+            if f.startswith("L_\0"):
+                left_feats.append(f)
+            elif f.startswith("R_\1"):
+                right_feats.append(f)
+            else:
+                z += w(f, 0.0)
+        z += max(sum(w(f.replace("\0", k), 0.0) for f in left_feats) for k in lefts)
+        z += max(0.0, 2 * w("glued", 0.0))
+        if t.possessive:
+            z += w("R_poss", 0.0)
+        else:
+            z += max(sum(w(f.replace("\1", k), 0.0) for f in right_feats) for k in _RIGHT_KINDS)
+        return 1.0 / (1.0 + math.exp(-(z + 1e-9)))
+
+    def analyze_above(self, text: str, min_score: float) -> list[Finding]:
+        """:meth:`analyze`, leaving out one-word spans that cannot score ``min_score`` in
+        any context (:meth:`_lone`): most candidates of ordinary text. A run's finding is
+        its best variant, so leaving out variants below ``min_score`` changes only findings
+        below it, which the engine drops (PERSON has no context words)."""
         toks = tokenize(text, self.lexicon, self._words)
         out = []
         strongs: dict[int, str] = {}
         lefts: dict[int, str] = {}
         rights: dict[int, str] = {}
+        lone = self._lone
         for a, b in runs(text, toks):
             best: tuple[float, int, int] | None = None
             # most runs are one word, its only variant
@@ -570,7 +631,9 @@ class PersonRecognizer(Recognizer):
                     t = toks[x]
                     if t.kind not in _NAME_KINDS:
                         continue
-                    needs_cue = _ambiguous(t) or (t.shape == "L" and _unclear(t, max(t.fb, t.lb)))
+                    needs_cue, top_cued, top_other = lone(t)
+                    if top_cued < min_score and (needs_cue or top_other < min_score):
+                        continue  # cannot reach ``min_score``, with a cue or without
                 else:
                     span = toks[x : y + 1]
                     if not any(t.kind in _NAME_KINDS for t in span):
@@ -582,6 +645,8 @@ class PersonRecognizer(Recognizer):
                 if strong is None:
                     strong = strongs[x] = strong_left(text, toks, x)
                 if needs_cue and not strong:
+                    continue
+                if x == y and (top_cued if strong else top_other) < min_score:
                     continue
                 left = lefts.get(x)
                 if left is None:
