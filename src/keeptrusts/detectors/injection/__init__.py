@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .embed import StaticEmbedder
-from .features import HashingFeaturizer, prepare
+from .features import HashingFeaturizer, _sparse, prepare
 from .normalize import decode_payloads, normalize
 from .patterns import PATTERN_BOOST, match_patterns
 
@@ -49,6 +49,7 @@ WINDOW_STRIDE = 240
 # best of many noisy scores is biased upwards (leave-source-out: fewer false positives
 # on long system-prompt-like texts at a small cost in recall on planted injections).
 WINDOW_MARGIN = 0.5
+_TINY = np.float32(1e-12)
 
 _LOCK = threading.Lock()
 _CACHED: InjectionDetector | None = None
@@ -135,7 +136,9 @@ class InjectionDetector:
     # ------------------------------------------------------------------ scoring
 
     def _logit(self, buckets: np.ndarray) -> float:
-        idx, vals = self._fz.vectorize(buckets)
+        if buckets.shape[0] == 0:
+            return 0.0 + self._intercept
+        idx, vals = _sparse(buckets)
         # Plain multiply-and-sum: np.dot would go through (multi-threaded) BLAS, whose
         # spinning threads cost more than the product itself for vectors this short.
         return float((self._coef[idx] * vals).sum()) + self._intercept
@@ -148,14 +151,34 @@ class InjectionDetector:
         dots = (sums * self._emb_coef).sum(axis=-1)
         return np.where(norms > 0, dots / np.maximum(norms, 1e-12), 0.0)
 
+    def _dense1(self, s: np.ndarray) -> float:
+        """:meth:`_dense` of one float32 vector, with numpy scalars instead of arrays."""
+        norm = np.sqrt((s * s).sum())
+        if not norm > 0:
+            return 0.0
+        return float((s * self._emb_coef).sum() / max(norm, _TINY))
+
     def _model_view(self, text: str) -> tuple[float, float]:
         """``(whole-text logit, best window logit)`` for one view (window: -inf if short)."""
-        buckets, starts = self._fz.positions(text)
+        t = prepare(text)
+        if not self._windows or len(t) <= WINDOW_CHARS + WINDOW_STRIDE:
+            # No n-gram or token starts at or after WINDOW_CHARS + WINDOW_STRIDE: no
+            # windows, so no start offsets are needed.
+            whole = self._logit(self._fz.buckets(t))
+            if self._emb is not None:
+                ids = self._emb.token_ids(t.split())
+                if ids.shape[0]:
+                    whole += self._dense1(self._emb.gather(ids).sum(axis=0))
+                else:
+                    whole += 0.0
+            return whole, -math.inf
+        buckets, starts = self._fz._positions(t, True)
+        assert starts is not None
         vecs = tok_starts = None
         whole = self._logit(buckets)
         if self._emb is not None:
             # Same prepared string as the n-grams, so window offsets line up.
-            tok_ids, tok_starts = self._emb.tokens(prepare(text))
+            tok_ids, tok_starts = self._emb.tokens(t)
             vecs = self._emb.gather(tok_ids)
             whole += float(self._dense(vecs.sum(axis=0)))
         best = -math.inf

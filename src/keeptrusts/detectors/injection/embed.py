@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
-from itertools import accumulate
+from itertools import accumulate, chain
 
 import numpy as np
 
 _MAX_WORD = 100
+_CACHE_SIZE = 16384
 
 
 def _is_punct(ch: str) -> bool:
@@ -87,16 +87,41 @@ class StaticEmbedder:
             raise ValueError("one vector per vocabulary entry is required")
         self._ids = {t: i for i, t in enumerate(vocab)}
         self._unk = self._ids.get(unk, 0)
-        # Kept in the artifact's dtype (float16: half the memory); rows are widened to
-        # float32 when gathered.
+        # Kept in the artifact's dtype (float16: half the memory). Widening rows to
+        # float32 costs more than the rest of a lookup, so each row is widened once, the
+        # first time it is gathered, into ``_v32`` (allocated untouched: only the pages
+        # of rows in use ever get memory). ``_ready[i]`` is set after row i is written.
         self.vectors = np.asarray(vectors)
         self.vectors.setflags(write=False)
+        self._v32 = np.empty(self.vectors.shape, dtype=np.float32)
+        self._ready = np.zeros(self.vectors.shape[0], dtype=bool)
         self.dim = int(self.vectors.shape[1])
         # Word -> token ids; words repeat across prompts, so the cache pays for itself.
-        self._word_ids = lru_cache(maxsize=16384)(self._wordpiece)
+        # A plain dict (emptied when full): a hit is one C-level ``dict.get``, cheaper
+        # than an ``lru_cache`` call; entries are immutable, so races are harmless.
+        self._cache: dict[str, tuple[int, ...]] = {}
         # Longest vocabulary entry: a longer candidate cannot match, so the greedy search
         # starts there instead of at the end of a long piece.
         self._max_piece = max(map(len, vocab), default=0)
+
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        got = self._cache.get(word)
+        if got is None:
+            got = self._wordpiece(word)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[word] = got
+        return got
+
+    def _per_word(self, words: list[str]) -> list[tuple[int, ...]]:
+        """Token ids of each word (cache hits without a Python-level call)."""
+        per_word = list(map(self._cache.get, words))
+        if None in per_word:
+            per_word = [
+                got if got is not None else self._word_ids(w)
+                for w, got in zip(words, per_word, strict=True)
+            ]
+        return per_word  # type: ignore[return-value]
 
     def _wordpiece(self, word: str) -> tuple[int, ...]:
         ids: list[int] = []
@@ -138,7 +163,7 @@ class StaticEmbedder:
                 pos = text.find(word, pos)
                 offsets.append(pos)
                 pos += len(word)
-        per_word = list(map(self._word_ids, words))
+        per_word = self._per_word(words)
         ids = [i for got in per_word for i in got]
         starts = [p for p, got in zip(offsets, per_word, strict=True) for _ in got]
         return np.array(ids, dtype=np.int64), np.array(starts, dtype=np.int64)
@@ -151,9 +176,19 @@ class StaticEmbedder:
         n = float(np.sqrt((v * v).sum()))
         return v / n if n > 0 else v
 
+    def token_ids(self, words: list[str]) -> np.ndarray:
+        """Token ids of the whitespace-separated ``words`` (``tokens(...)[0]`` of the
+        text they come from)."""
+        return np.fromiter(chain.from_iterable(self._per_word(words)), dtype=np.int64)
+
     def gather(self, ids: np.ndarray) -> np.ndarray:
         """float32 vectors of ``ids`` ``(len(ids), dim)``."""
-        return self.vectors[ids].astype(np.float32)
+        ready = self._ready[ids]
+        if not ready.all():
+            new = ids[~ready]
+            self._v32[new] = self.vectors[new]
+            self._ready[new] = True
+        return self._v32[ids]
 
     def embed(self, text: str) -> np.ndarray:
         return self.pool(self.tokens(text)[0])

@@ -240,7 +240,12 @@ _MAX_DEPTH = 2
 _B64_RE = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 _HEX_ESC_RE = re.compile(r"(?:\\x[0-9a-fA-F]{2}){4,}")
 _HEX_0X_RE = re.compile(r"(?:0x[0-9a-fA-F]{2}[\s,;]*){4,}")
-_HEX_RUN_RE = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}(?![0-9a-fA-F])")
+# Same as ``(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){8,}(?![0-9a-fA-F])``, written to
+# start with a character class (the lookbehind moved after the first digit), so that the
+# regex engine skips to hex digits instead of trying every position: about twice as fast.
+_HEX_RUN_RE = re.compile(
+    r"[0-9a-fA-F](?<![0-9a-fA-F].)[0-9a-fA-F][ :]?(?:[0-9a-fA-F]{2}[ :]?){7,}(?![0-9a-fA-F])"
+)
 _PCT_RE = re.compile(r"%[0-9a-fA-F]{2}")
 _HTML_REF_RE = re.compile(r"&#(?:[0-9]{2,7}|[xX][0-9a-fA-F]{2,6});")
 _U_ESC_RE = re.compile(r"\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})")
