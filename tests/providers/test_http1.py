@@ -76,6 +76,20 @@ def keep_answering(*responses: bytes) -> Callable[[RawServer], Handler]:
     return make
 
 
+def answer_once(reply: bytes) -> Callable[[RawServer], Handler]:
+    """Answer one request with ``reply``, then close the connection."""
+
+    def make(srv: RawServer) -> Handler:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await srv.read_request(r)
+            w.write(reply)
+            await w.drain()
+
+        return handle
+
+    return make
+
+
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{"ok": true}'
 
 
@@ -153,16 +167,11 @@ async def test_read_timeout_raises_timeout_error() -> None:
 
 async def test_connection_cut_mid_body_is_an_error_not_a_short_answer() -> None:
     cut = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b'{"partial'
-
-    def make(srv: RawServer) -> Handler:
-        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            await srv.read_request(r)
-            w.write(cut)
-            await w.drain()
-
-        return handle
-
-    async with serving(make) as (_, url), HttpClient() as http, http.post(url, data=b"{}") as resp:
+    async with (
+        serving(answer_once(cut)) as (_, url),
+        HttpClient() as http,
+        http.post(url, data=b"{}") as resp,
+    ):
         with pytest.raises(ServerDisconnected):
             await resp.read()
 
@@ -250,16 +259,8 @@ async def test_large_streamed_body_arrives_whole_through_back_pressure() -> None
 
 
 async def test_server_closing_an_idle_connection_gets_a_new_one() -> None:
-    def make(srv: RawServer) -> Handler:
-        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            await srv.read_request(r)
-            w.write(OK)
-            await w.drain()
-            # an upstream whose keep-alive timeout is short: it closes right after
-
-        return handle
-
-    async with serving(make) as (srv, url), HttpClient() as http:
+    # an upstream whose keep-alive timeout is short: it closes right after each answer
+    async with serving(answer_once(OK)) as (srv, url), HttpClient() as http:
         for _ in range(3):
             async with http.post(url, data=b"{}") as resp:
                 assert await resp.read() == b'{"ok": true}'
