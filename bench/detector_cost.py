@@ -32,15 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import http.client
 import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +49,7 @@ sys.path.insert(0, str(BENCH))
 
 from loadgen import _connect, build_request, pct  # noqa: E402
 from prompts import FIRST, LAST  # noqa: E402  (one name list for both benchmarks)
-from run import free_port  # noqa: E402
+from run import Proc, free_port  # noqa: E402
 
 # --------------------------------------------------------------------------- texts
 
@@ -328,27 +324,6 @@ def print_cost(rows: list[dict]) -> None:
 # --------------------------------------------------------------------------- 2. loop
 
 
-@dataclass
-class Proc:
-    name: str
-    p: subprocess.Popen
-    log_path: Path
-
-    def tail(self, n: int = 400) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its descendants (the scan process), in seconds."""
     stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
@@ -370,30 +345,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def spawn(name: str, cmd: list[str], work: Path, env: dict[str, str] | None = None) -> Proc:
-    log_path = work / f"{name}.log"
-    with open(log_path, "wb") as out:
-        p = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
-        )
-    return Proc(name, p, log_path)
+    """``cmd`` started as the main benchmark starts its targets, logging into ``work``."""
+    return Proc(name, cmd, env, work, log_dir=work)
 
 
 def wait_healthy(proc: Proc, port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.p.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited {proc.p.returncode}: {proc.tail()}")
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            c.close()
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not healthy after {timeout:.0f}s: {proc.tail()}")
+    try:
+        proc.wait_healthy(port, "/health", timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {proc.log_text()[-400:]}") from None
 
 
 def gateway_config(upstream: str) -> dict:
@@ -587,7 +547,7 @@ def loop_flatness(args: argparse.Namespace, mode: str) -> tuple[list[Phase], dic
             await asyncio.sleep(1)
             for ph in phases:
                 log(f"loop round {ph.round + 1}: {ph.name} ({args.phase_seconds:g} s)")
-                cpu0 = cpu_seconds(gw.p.pid)
+                cpu0 = cpu_seconds(gw.pid)
                 await run_phase(
                     gw_port,
                     ph,
@@ -598,11 +558,11 @@ def loop_flatness(args: argparse.Namespace, mode: str) -> tuple[list[Phase], dic
                     probes=probes,
                     longs=longs.get(ph.long_words, []),
                 )
-                ph.gateway_cpu = (cpu_seconds(gw.p.pid) - cpu0) / (ph.seconds + 1.0)
+                ph.gateway_cpu = (cpu_seconds(gw.pid) - cpu0) / (ph.seconds + 1.0)
 
         asyncio.run(run_all())
         if gw.p.poll() is not None:
-            raise RuntimeError(f"gateway exited during the run: {gw.tail()}")
+            raise RuntimeError(f"gateway exited during the run: {gw.log_text()[-400:]}")
         return phases, info
     finally:
         for p in reversed(procs):

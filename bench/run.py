@@ -347,9 +347,19 @@ def versions(env: Env) -> dict[str, str]:
 
 
 class Proc:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
+    """A process in its own session, output to ``log_dir/NAME.log`` (default: the bench's
+    work dir); ``stop`` sends SIGINT, then kills what is left of its session."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str] | None,
+        cwd: Path,
+        log_dir: Path | None = None,
+    ) -> None:
         self.name = name
-        self.log_path = WORK / "logs" / f"{name}.log"
+        self.log_path = (log_dir or WORK / "logs") / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         with open(self.log_path, "wb") as out:
