@@ -98,7 +98,6 @@ class Response:
         "_waiter",
         "headers",
         "keep_alive",
-        "received",
         "status",
     )
 
@@ -118,7 +117,6 @@ class Response:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.keep_alive = False
-        self.received = False
 
     @property
     def content(self) -> Response:
@@ -131,7 +129,6 @@ class Response:
     # -- fed by the connection ---------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        self.received = True
         try:
             self._feed(data)
         except ProtocolError as exc:
@@ -599,7 +596,7 @@ class HttpClient:
                 _, conn = await asyncio.wait_for(coro, timeout)
             else:
                 _, conn = await coro
-        except TimeoutError:
+        except TimeoutError:  # an OSError too, but a timeout, not a refusal
             raise
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectError(f"cannot connect to {host}:{port}: {type(exc).__name__}") from exc
@@ -621,9 +618,11 @@ class HttpClient:
         is no longer used would otherwise hold its sockets until the server drops them)."""
         self._last_sweep = now
         for key, conns in list(self._idle.items()):
-            keep = [c for c in conns if not c.closed and now - c.idle_since < self.keepalive]
+            keep: list[_Conn] = []
             for c in conns:
-                if c not in keep:
+                if not c.closed and now - c.idle_since < self.keepalive:
+                    keep.append(c)
+                else:
                     self.forget(c)
             if keep:
                 self._idle[key] = keep
@@ -633,10 +632,6 @@ class HttpClient:
     def forget(self, conn: _Conn) -> None:
         conn.close()
         self._open.discard(conn)
-
-    @property
-    def idle_connections(self) -> int:
-        return sum(1 for conns in self._idle.values() for c in conns if not c.closed)
 
     async def __aenter__(self) -> HttpClient:
         return self
