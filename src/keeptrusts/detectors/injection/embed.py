@@ -172,7 +172,7 @@ class StaticEmbedder:
         """Mean of the tokens' vectors, L2-normalised (zeros for no tokens)."""
         if ids.size == 0:
             return np.zeros(self.dim, dtype=np.float32)
-        v = self.vectors[ids].astype(np.float32).mean(axis=0)
+        v = self.gather(ids).mean(axis=0)
         n = float(np.sqrt((v * v).sum()))
         return v / n if n > 0 else v
 

@@ -612,12 +612,6 @@ class HashingFeaturizer:
         return buckets, np.concatenate(starts) if len(starts) > 1 else starts[0].copy()
 
     @staticmethod
-    def _word_spans(t: str, codes8: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end offsets of the ``\\w+`` tokens of ``t`` (int64 arrays)."""
-        ws, last = HashingFeaturizer._word_bounds(t, codes8)
-        return ws, last + 1
-
-    @staticmethod
     def _word_bounds(t: str, codes8: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Start offset and offset of the last character of the ``\\w+`` tokens of
         ``t`` (int64 arrays; the second one may be a strided view)."""
