@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from .literals import LiteralSet
+
 __all__ = ["PATTERNS", "PATTERN_BOOST", "match_patterns"]
 
 PATTERN_BOOST = 4.0
@@ -119,7 +121,8 @@ def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
 
 
 # Cheap pre-filter: a pattern runs only if one of its literal stems occurs in the
-# lower-cased text (plain substring search), so most benign text costs microseconds.
+# lower-cased text (one RE2 set match finds them all), so most benign text costs
+# microseconds.
 _TRIGGERS: dict[str, tuple[str, ...]] = {
     "override:en": ("ignor", "disregard", "forget", "overrid", "bypass", "skip", "drop",
                     "abandon", "set aside"),
@@ -142,18 +145,18 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
 
 
 # Every distinct trigger once (several patterns share stems such as "ignor"), and each
-# pattern's triggers as a set, so one pass of substring tests serves all patterns.
-_ALL_TRIGGERS: tuple[str, ...] = tuple(sorted({t for ts in _TRIGGERS.values() for t in ts}))
-_TRIGGER_SETS: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = tuple(
-    (name, rx, frozenset(_TRIGGERS[name])) for name, rx in PATTERNS.items()
+# pattern's triggers as a set of indices, so one pass serves all patterns.
+_ALL_TRIGGERS = LiteralSet(t for ts in _TRIGGERS.values() for t in ts)
+_TRIGGER_SETS: tuple[tuple[str, re.Pattern[str], frozenset[int]], ...] = tuple(
+    (name, rx, frozenset(_ALL_TRIGGERS.index[t] for t in _TRIGGERS[name]))
+    for name, rx in PATTERNS.items()
 )
 
 
 def match_patterns(text: str) -> list[str]:
     """Names of patterns that match ``text`` outside quotation marks."""
     hits: list[str] = []
-    low = text.lower()
-    present = {t for t in _ALL_TRIGGERS if t in low}
+    present = _ALL_TRIGGERS.found(text.lower())
     if not present:
         return hits
     spans: list[tuple[int, int]] | None = None
