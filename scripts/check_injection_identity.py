@@ -10,7 +10,9 @@ long concatenations of them, the benchmark prompts and a set of odd Unicode / ra
   float summation order of the sentence vector).
 
 ``check OUT`` recomputes everything with the current code and reports every difference
-(scores may differ by at most 1e-12; digests must be equal).
+(scores may differ by at most 1e-12; digests must be equal). It also scores the corpus
+through ``score_many`` (the gateway's batch path) in seeded random batches of 1-24 texts:
+each text must get the score it gets alone.
 
 Usage: ``python scripts/check_injection_identity.py save|check FILE [--data DIR]``
 (``--data`` defaults to ``../shared/data/prompt-injection`` relative to the repository).
@@ -234,7 +236,26 @@ def main() -> int:
                 if bad <= 20:
                     print(f"text {i} {key}: {va!r} != {vb!r}  text={texts[i][:80]!r}")
     print(f"{len(recs)} texts compared, {bad} differences, max score diff {max_diff:.3g}")
-    return 1 if bad else 0
+    batch_bad = _check_batches(det, texts, [r.get("score") for r in recs])
+    return 1 if bad or batch_bad else 0
+
+
+def _check_batches(det: InjectionDetector, texts: list[str], alone: list[Any]) -> int:
+    rng = random.Random(7)
+    got: list[Any] = []
+    i = 0
+    while i < len(texts):
+        chunk = texts[i : i + rng.randint(1, 24)]
+        try:
+            got.extend(det.score_many(chunk))
+        except Exception:  # the gateway then scores each text alone
+            got.extend(record(det, t).get("score") for t in chunk)
+        i += len(chunk)
+    bad = [k for k, (a, b) in enumerate(zip(alone, got, strict=True)) if not _close(a, b)]
+    for k in bad[:20]:
+        print(f"text {k} batched: {got[k]!r} != alone {alone[k]!r}  text={texts[k][:80]!r}")
+    print(f"{len(texts)} texts scored in batches, {len(bad)} differ from alone")
+    return len(bad)
 
 
 if __name__ == "__main__":

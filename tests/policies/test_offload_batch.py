@@ -23,6 +23,13 @@ def shout(text: str) -> str:
     return text.upper()
 
 
+def shout_all(calls: list[tuple[str]]) -> list[str]:
+    CALLS.append(f"batch of {len(calls)}")
+    if any(text == "boom" for (text,) in calls):
+        raise ValueError("the batch failed")
+    return [text.upper() for (text,) in calls]
+
+
 def length(text: str) -> int:
     CALLS.append(f"len:{text}")
     return len(text)
@@ -75,3 +82,25 @@ async def test_no_work_for_a_request_that_is_gone(env):
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert CALLS == ["kept"]
+
+
+async def test_a_detector_with_a_batch_form_scans_them_in_one_call(env):
+    texts = ["a", "b", "c"]
+    got = await asyncio.gather(*(run_detector(env, 1, shout, t, batch=shout_all) for t in texts))
+    assert got == ["A", "B", "C"]
+    assert CALLS == ["batch of 3"]
+
+
+async def test_a_failing_batch_falls_back_so_the_error_stays_with_its_request(env):
+    results = await asyncio.gather(
+        *(run_detector(env, 1, shout, t, batch=shout_all) for t in ("a", "boom", "c")),
+        return_exceptions=True,
+    )
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], ValueError) and "this text" in str(results[1])
+    assert CALLS == ["batch of 3", "a", "boom", "c"]
+
+
+async def test_a_lone_scan_does_not_use_the_batch_form(env):
+    assert await run_detector(env, 1, shout, "solo", batch=shout_all) == "SOLO"
+    assert CALLS == ["solo"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import multiprocessing
 import os
@@ -56,11 +57,19 @@ RESTART_AFTER_S = 10.0
 SCAN_PROCESS_ENV = "KEEPTRUSTS_SCAN_PROCESS"
 
 
-async def run_detector(env: PolicyEnv, size: int, fn: Callable[..., T], *args: Any) -> T:
+async def run_detector(
+    env: PolicyEnv,
+    size: int,
+    fn: Callable[..., T],
+    *args: Any,
+    batch: Callable[[list[tuple[Any, ...]]], list[T]] | None = None,
+) -> T:
     """``fn(*args)``, inline if ``size`` (characters) is small, else off the event loop.
 
     ``fn`` may run in another process when it is a module-level function (and ``args``
-    pickle); any other callable runs in the gateway's thread pool.
+    pickle); any other callable runs in the gateway's thread pool. ``batch``, if given,
+    computes ``[fn(*a) for a in arg_tuples]`` in one go; it serves inline scans due
+    together (if it raises, each scan runs alone, so an error stays with its request).
     """
     loop = asyncio.get_running_loop()
     if size <= INLINE_MAX_CHARS or env.executor is None:
@@ -69,7 +78,7 @@ async def run_detector(env: PolicyEnv, size: int, fn: Callable[..., T], *args: A
         if due is None:
             due = _DUE[loop] = []
             loop.call_soon(_run_due, loop)
-        due.append((fn, args, fut))
+        due.append((fn, args, batch, fut))
         return await fut
     if _portable(fn):
         pool = _SCANNER.ready(fn, args)
@@ -82,7 +91,8 @@ async def run_detector(env: PolicyEnv, size: int, fn: Callable[..., T], *args: A
 
 
 # Scans due on each running loop (an entry exists only until its callback runs).
-_DUE: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...], Any]]] = {}
+_Due = tuple[Callable[..., Any], tuple[Any, ...], Callable[..., list[Any]] | None, Any]
+_DUE: dict[asyncio.AbstractEventLoop, list[_Due]] = {}
 
 
 def _run_due(loop: asyncio.AbstractEventLoop) -> None:
@@ -96,19 +106,36 @@ def _run_due(loop: asyncio.AbstractEventLoop) -> None:
     about a fifth off the detectors' CPU time per request; a lone request waits one loop
     turn (microseconds) for its scan to start.
     """
-    due = _DUE.pop(loop, [])
+    due = [item for item in _DUE.pop(loop, []) if not item[3].done()]  # done: cancelled
     due.sort(key=lambda item: id(item[0]))  # stable: arrival order within a detector
-    for i, (fn, args, fut) in enumerate(due):
-        if fut.done():
-            continue  # cancelled: the client left or a deadline passed; skip the work
+    try:
+        for _fn, group in itertools.groupby(due, key=lambda item: item[0]):
+            _run_group(list(group))
+    except BaseException:  # KeyboardInterrupt, SystemExit: nobody waits any more
+        for *_, fut in due:
+            fut.cancel()
+        raise
+
+
+def _run_group(group: list[_Due]) -> None:
+    """One detector's scans: in one batch call when it has one, else one by one."""
+    batch = group[0][2]
+    if batch is not None and len(group) > 1:
+        try:
+            results = batch([args for _fn, args, _b, _fut in group])
+            if len(results) != len(group):
+                raise ValueError(f"{len(results)} results for {len(group)} scans")
+        except Exception:
+            results = None  # below, one by one: each request gets its own result or error
+        if results is not None:
+            for (*_, fut), result in zip(group, results, strict=True):
+                fut.set_result(result)
+            return
+    for fn, args, _batch, fut in group:
         try:
             result = fn(*args)
         except Exception as exc:
             fut.set_exception(exc)
-        except BaseException:  # KeyboardInterrupt, SystemExit: nobody waits any more
-            for _fn, _args, rest in due[i:]:
-                rest.cancel()
-            raise
         else:
             fut.set_result(result)
 

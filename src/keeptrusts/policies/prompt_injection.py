@@ -8,8 +8,8 @@ not the operator's system prompt.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Literal
+from collections import OrderedDict
+from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
@@ -58,16 +58,34 @@ class PromptInjectionConfig(PolicyConfig):
 def max_score(texts: list[str]) -> float:
     """The highest injection score of ``texts``; a module-level function of plain values so
     that a long request can be scored in the scan process (``policies.offload``)."""
+    return max_scores([(texts,)])[0]
+
+
+def max_scores(calls: list[tuple[list[str]]]) -> list[float]:
+    """:func:`max_score` of several requests' texts (``(texts,)`` each, as passed to
+    ``run_detector``): the texts not remembered are scored in one batch."""
     from keeptrusts.detectors.injection import InjectionDetector
 
     detector = InjectionDetector.load()  # one per process, loaded once
-    return max(
-        (
-            _recent_score(detector, t) if len(t) <= CACHE_MAX_CHARS else detector.score(t)
-            for t in texts
-        ),
-        default=0.0,
-    )
+    known: dict[str, float] = {}
+    todo: list[str] = []
+    for (texts,) in calls:
+        for t in texts:
+            if t in known:
+                continue
+            got = _RECENT.get(t) if len(t) <= CACHE_MAX_CHARS else None
+            if got is None:
+                known[t] = -1.0
+                todo.append(t)
+            else:
+                known[t] = got
+    if todo:
+        scores = detector.score_many(todo) if len(todo) > 1 else [detector.score(todo[0])]
+        for t, score in zip(todo, scores, strict=True):
+            known[t] = score
+            if len(t) <= CACHE_MAX_CHARS:
+                _RECENT.put(t, score)
+    return [max((known[t] for t in texts), default=0.0) for (texts,) in calls]
 
 
 # Scores by exact text, per process: a chat sends its earlier turns again with every
@@ -77,9 +95,41 @@ CACHE_ENTRIES = 1024
 CACHE_MAX_CHARS = 2000
 
 
-@functools.lru_cache(maxsize=CACHE_ENTRIES)
-def _recent_score(detector: Any, text: str) -> float:
-    return float(detector.score(text))
+class CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    currsize: int
+
+
+class _RecentScores:
+    """Least-recently-used scores by text (``functools.lru_cache`` cannot be asked which
+    texts it lacks, and those are what a batch scores)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._scores: OrderedDict[str, float] = OrderedDict()
+        self._hits = self._misses = 0
+
+    def get(self, text: str) -> float | None:
+        score = self._scores.get(text)
+        if score is None:
+            self._misses += 1
+        else:
+            self._hits += 1
+            self._scores.move_to_end(text)
+        return score
+
+    def put(self, text: str, score: float) -> None:
+        self._scores[text] = score
+        self._scores.move_to_end(text)
+        while len(self._scores) > self._size:
+            self._scores.popitem(last=False)
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._hits, self._misses, len(self._scores))
+
+
+_RECENT = _RecentScores(CACHE_ENTRIES)
 
 
 @register("prompt-injection")
@@ -100,7 +150,8 @@ class PromptInjection(Policy):
     async def on_request(self, ctx: RequestContext) -> Verdict:
         texts = [s.text for s in request_slots(ctx.body) if s.where in self.roles and s.text]
         size = sum(len(t) for t in texts)
-        score = round(await run_detector(self.env, size, max_score, texts), 4)
+        score = await run_detector(self.env, size, max_score, texts, batch=max_scores)
+        score = round(score, 4)
         if score < self.threshold:
             return Verdict.allow(score=score)
         message = f"{self.message} (score {score:.2f} >= {self.threshold})"

@@ -26,6 +26,7 @@ any number of threads. Training and evaluation: ``scripts/train_injection.py`` a
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .embed import StaticEmbedder
-from .features import HashingFeaturizer, _sparse, prepare
+from .features import HashingFeaturizer, _sparse, prepare, sparse_many
 from .normalize import decode_payloads, normalize
 from .patterns import PATTERN_BOOST, match_patterns
 
@@ -205,6 +206,28 @@ class InjectionDetector:
                     best = max(best, self._logit(buckets[i:j]) + float(dense[k]) - WINDOW_MARGIN)
         return whole, best
 
+    def _whole_many(self, ts: list[str]) -> list[float]:
+        """:meth:`_model_view`'s whole-text logit of several short prepared texts (no
+        windows), computed together: the same numbers, with numpy's per-call cost paid
+        once per batch instead of once per text."""
+        buckets, owner = self._fz.buckets_many(ts)
+        idx, vals, bounds = sparse_many(buckets, owner, len(ts))
+        terms = self._coef[idx] * vals
+        out = [
+            float(terms[a:b].sum()) + self._intercept if b > a else self._intercept
+            for a, b in itertools.pairwise(bounds)
+        ]
+        if self._emb is not None:
+            per_text = [self._emb.token_ids(t.split()) for t in ts]
+            vecs = self._emb.gather(np.concatenate(per_text))
+            a = 0
+            for i, ids in enumerate(per_text):
+                b = a + ids.shape[0]
+                if b > a:  # each text's own rows, summed in the same order as alone
+                    out[i] += self._dense1(vecs[a:b].sum(axis=0))
+                a = b
+        return out
+
     def _prob(self, logit: float) -> float:
         """Calibrated score of a raw logit (monotone; ``-inf`` maps to 0)."""
         return _sigmoid(self._scale * logit + self._shift)
@@ -259,6 +282,41 @@ class InjectionDetector:
             "decoded": decoded,
             "normalized_changed": norm != text.strip(),
         }
+
+    def score_many(self, texts: list[str]) -> list[float]:
+        """``[self.score(t) for t in texts]``, with the classifier run on all short views
+        of all texts in one batch (the gateway scores concurrent requests' prompts this
+        way). Raises if any text does; the caller then scores them one by one."""
+        views: list[list[str]] = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError("text must be a str")
+            norm = normalize(text)
+            views.append([norm, *(decode_payloads(norm) if self._decode else ())])
+        flat = [v for vs in views for v in vs]
+        prepared = [prepare(v) for v in flat]
+        short = [
+            i
+            for i, t in enumerate(prepared)
+            if not self._windows or len(t) <= WINDOW_CHARS + WINDOW_STRIDE
+        ]
+        logits: dict[int, tuple[float, float]] = {}
+        if short:
+            wholes = self._whole_many([prepared[i] for i in short])
+            logits = {i: (w, -math.inf) for i, w in zip(short, wholes, strict=True)}
+        scores: list[float] = []
+        for i, view in enumerate(flat):
+            whole, window = logits[i] if i in logits else self._model_view(view)
+            logit = max(whole, window)
+            if self._patterns and match_patterns(view):
+                logit = max(logit, whole + PATTERN_BOOST)
+            scores.append(self._prob(logit))
+        out: list[float] = []
+        k = 0
+        for vs in views:
+            out.append(min(1.0, max(0.0, max(scores[k : k + len(vs)]))))
+            k += len(vs)
+        return out
 
     def score(self, text: str) -> float:
         """Probability-like score in [0, 1] that ``text`` is a prompt injection."""

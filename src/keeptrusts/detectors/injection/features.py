@@ -29,6 +29,7 @@ the detector score sliding windows of a long text without re-hashing it.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -445,6 +446,43 @@ def _sparse(buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals
 
 
+_SENTINEL64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def sparse_many(
+    buckets: np.ndarray, owner: np.ndarray, n_texts: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """:func:`_sparse` of several texts' buckets at once (``owner``: each bucket's text).
+
+    Returns ``(idx, vals, bounds)``: text ``i``'s sparse vector is
+    ``idx[bounds[i]:bounds[i + 1]]`` and ``vals[...]``, equal to ``_sparse`` of its
+    buckets value for value (same sorted order; each text's norm is summed over its own
+    slice, so even the floating-point rounding is the same). A text without buckets gets
+    an empty slice.
+    """
+    n = buckets.shape[0]
+    key = np.empty(n + 1, dtype=_U64)
+    np.left_shift(owner.astype(_U64), _U64(32), out=key[:n])
+    key[:n] |= buckets.astype(_U64)
+    key[n] = _SENTINEL64
+    key.sort()
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = True
+    np.not_equal(key[1:], key[:-1], out=edge[1:])
+    runs = np.flatnonzero(edge)
+    first = key[runs[:-1]]
+    idx = (first & _U64(0xFFFFFFFF)).astype(np.uint32)
+    vals = np.log(runs[1:] - runs[:-1])
+    vals += 1.0
+    text_of = (first >> _U64(32)).astype(np.int64)
+    bounds = np.searchsorted(text_of, np.arange(n_texts + 1)).tolist()
+    for a, b in itertools.pairwise(bounds):
+        if b > a:
+            v = vals[a:b]
+            v /= np.sqrt((v * v).sum())
+    return idx, vals, bounds
+
+
 @dataclass(frozen=True)
 class HashingFeaturizer:
     n_bits: int = 20
@@ -582,6 +620,81 @@ class HashingFeaturizer:
         if not total:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return buckets, np.concatenate(starts) if len(starts) > 1 else starts[0].copy()
+
+    def buckets_many(self, ts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The :meth:`buckets` of several prepared texts, in one pass over them joined.
+
+        Returns ``(buckets, owner)``: every text's buckets (in another order within a text,
+        which the sorted sparse vector does not see) and the index in ``ts`` of the text
+        each belongs to. The hashes do not depend on where a text starts (see
+        :meth:`_positions`), so only the n-grams that would straddle two texts are dropped;
+        no word straddles two, as every prepared text starts and ends with a space.
+        """
+        joined = "".join(ts)
+        lens = np.fromiter(map(len, ts), dtype=np.int64, count=len(ts))
+        if joined.isascii():
+            codes8 = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+            codes = codes8.astype(_U64)
+        else:
+            codes8 = None  # an ASCII text's code points are its bytes: same hashes
+            codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
+        length = codes.shape[0]
+        pw, pinv, _ar = _TABLES.get(length + 1)
+        prefix = np.zeros(length + 1, dtype=_U64)
+        np.multiply(codes, pinv[:length], out=codes)
+        np.cumsum(codes, dtype=_U64, out=prefix[1:])
+        owner_at = np.repeat(np.arange(len(ts), dtype=np.int64), lens)
+        hashes: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        for n in self.char_ngrams:
+            if length < n:
+                continue
+            m = length - n + 1
+            h = prefix[n:] - prefix[:m]
+            h *= pw[n - 1 : length]
+            h ^= self._salt(1, n)
+            first, last = owner_at[:m], owner_at[n - 1 :]
+            keep = first == last
+            hashes.append(h[keep])
+            owners.append(first[keep])
+        if self.word_ngrams:
+            ws, last_char = self._word_bounds(joined, codes8)
+            n_words = ws.shape[0]
+            if n_words:
+                wh = pw[last_char]
+                wh *= prefix[1:][last_char] - prefix[ws]
+                _mix_inplace(wh, np.empty(n_words, dtype=_U64))
+                w_owner = owner_at[ws]
+                for n in self.word_ngrams:
+                    if n_words < n:
+                        continue
+                    m = n_words - n + 1
+                    h = wh[:m].copy()
+                    tmp = np.empty(m, dtype=_U64)
+                    for k in range(1, n):
+                        h *= _U64(_PAIR)
+                        h += wh[k : m + k]
+                        _mix_inplace(h, tmp)
+                    h ^= self._salt(2, n)
+                    keep = w_owner[:m] == w_owner[n - 1 :]
+                    hashes.append(h[keep])
+                    owners.append(w_owner[:m][keep])
+        out = np.concatenate(hashes) if hashes else np.zeros(0, dtype=_U64)
+        _mix_inplace(out, np.empty_like(out))
+        out &= _U64(self.n_features - 1)
+        buckets = out.view(np.int64)
+        owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+        if self.cues:
+            cue_b: list[np.ndarray] = [buckets]
+            cue_o: list[np.ndarray] = [owner]
+            for i, t in enumerate(ts):
+                cb, _cs = self._cue_positions(t)
+                if cb.size:
+                    cue_b.append(cb)
+                    cue_o.append(np.full(cb.shape[0], i, dtype=np.int64))
+            if len(cue_b) > 1:
+                buckets, owner = np.concatenate(cue_b), np.concatenate(cue_o)
+        return buckets, owner
 
     @staticmethod
     def _word_bounds(t: str, codes8: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
