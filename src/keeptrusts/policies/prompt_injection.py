@@ -8,6 +8,7 @@ not the operator's system prompt.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Literal, NamedTuple
 
@@ -103,27 +104,31 @@ class CacheInfo(NamedTuple):
 
 class _RecentScores:
     """Least-recently-used scores by text (``functools.lru_cache`` cannot be asked which
-    texts it lacks, and those are what a batch scores)."""
+    texts it lacks, and those are what a batch scores). Locked: a long request's scan may
+    run in a thread while the event loop scores short ones."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._scores: OrderedDict[str, float] = OrderedDict()
         self._hits = self._misses = 0
+        self._lock = threading.Lock()
 
     def get(self, text: str) -> float | None:
-        score = self._scores.get(text)
-        if score is None:
-            self._misses += 1
-        else:
-            self._hits += 1
-            self._scores.move_to_end(text)
-        return score
+        with self._lock:
+            score = self._scores.get(text)
+            if score is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._scores.move_to_end(text)
+            return score
 
     def put(self, text: str, score: float) -> None:
-        self._scores[text] = score
-        self._scores.move_to_end(text)
-        while len(self._scores) > self._size:
-            self._scores.popitem(last=False)
+        with self._lock:
+            self._scores[text] = score
+            self._scores.move_to_end(text)
+            while len(self._scores) > self._size:
+                self._scores.popitem(last=False)
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(self._hits, self._misses, len(self._scores))
