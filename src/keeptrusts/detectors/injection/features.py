@@ -434,16 +434,22 @@ def _sparse(buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     b[:n] = buckets
     b[n] = _SENTINEL
     b.sort()
-    # Run boundaries: 0, every k where b[k] != b[k-1], and n (b[n] is the sentinel).
-    edge = np.empty(n + 1, dtype=bool)
-    edge[0] = True
-    np.not_equal(b[1:], b[:-1], out=edge[1:])
-    bounds = np.flatnonzero(edge)
-    idx = b[bounds[:-1]]
-    vals = np.log(bounds[1:] - bounds[:-1])
-    vals += 1.0
+    idx, vals = _counted(b)
     vals /= np.sqrt((vals * vals).sum())
     return idx, vals
+
+
+def _counted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct keys, 1 + log(count) of each)`` of sorted ``keys`` whose last element
+    is a sentinel above all others (it closes the last run and is not counted)."""
+    # Run boundaries: 0, every k where keys[k] != keys[k-1], and the sentinel's index.
+    edge = np.empty(keys.shape[0], dtype=bool)
+    edge[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=edge[1:])
+    bounds = np.flatnonzero(edge)
+    vals = np.log(bounds[1:] - bounds[:-1])
+    vals += 1.0
+    return keys[bounds[:-1]], vals
 
 
 _SENTINEL64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -466,14 +472,8 @@ def sparse_many(
     key[:n] |= buckets.astype(_U64)
     key[n] = _SENTINEL64
     key.sort()
-    edge = np.empty(n + 1, dtype=bool)
-    edge[0] = True
-    np.not_equal(key[1:], key[:-1], out=edge[1:])
-    runs = np.flatnonzero(edge)
-    first = key[runs[:-1]]
+    first, vals = _counted(key)
     idx = (first & _U64(0xFFFFFFFF)).astype(np.uint32)
-    vals = np.log(runs[1:] - runs[:-1])
-    vals += 1.0
     text_of = (first >> _U64(32)).astype(np.int64)
     bounds = np.searchsorted(text_of, np.arange(n_texts + 1)).tolist()
     for a, b in itertools.pairwise(bounds):
