@@ -418,6 +418,23 @@ def prepare(text: str) -> str:
     return " " + " ".join(text.lower().split()) + " "
 
 
+def _code_prefix(t: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(t's bytes if it is ASCII else None, prefix)`` with ``prefix[k] = sum_{j<k} c[j] *
+    P^-j`` over its code points ``c`` (mod 2**64): the hash of ``t[s:e]`` is then
+    ``P^(e-1) * (prefix[e] - prefix[s])``, whatever ``s`` is."""
+    if t.isascii():
+        codes8 = np.frombuffer(t.encode("ascii"), dtype=np.uint8)
+        codes = codes8.astype(_U64)
+    else:
+        codes8 = None
+        codes = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
+    length = codes.shape[0]
+    prefix = np.zeros(length + 1, dtype=_U64)
+    np.multiply(codes, _TABLES.get(length + 1)[1][:length], out=codes)
+    np.cumsum(codes, dtype=_U64, out=prefix[1:])
+    return codes8, prefix
+
+
 _SENTINEL = np.uint32(0xFFFFFFFF)
 
 
@@ -536,19 +553,9 @@ class HashingFeaturizer:
         return self._positions(t, False)[0]
 
     def _positions(self, t: str, with_starts: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        ascii_text = t.isascii()
-        if ascii_text:
-            codes8 = np.frombuffer(t.encode("ascii"), dtype=np.uint8)
-            codes = codes8.astype(_U64)
-        else:
-            codes8 = None
-            codes = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
-        length = codes.shape[0]
-        pw, pinv, ar = _TABLES.get(length + 1)
-        # prefix[k] = sum_{j<k} c[j] * P^-j ; hash(s, e) = P^(e-1) * (prefix[e] - prefix[s])
-        prefix = np.zeros(length + 1, dtype=_U64)
-        np.multiply(codes, pinv[:length], out=codes)
-        np.cumsum(codes, dtype=_U64, out=prefix[1:])
+        codes8, prefix = _code_prefix(t)
+        length = prefix.shape[0] - 1
+        pw, _pinv, ar = _TABLES.get(length + 1)
 
         # All n-gram hashes go into one buffer, salted per kind and length, and are then
         # mixed and masked by one vectorised pass (numpy's per-call cost dominates for
@@ -632,17 +639,11 @@ class HashingFeaturizer:
         """
         joined = "".join(ts)
         lens = np.fromiter(map(len, ts), dtype=np.int64, count=len(ts))
-        if joined.isascii():
-            codes8 = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-            codes = codes8.astype(_U64)
-        else:
-            codes8 = None  # an ASCII text's code points are its bytes: same hashes
-            codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(_U64)
-        length = codes.shape[0]
-        pw, pinv, _ar = _TABLES.get(length + 1)
-        prefix = np.zeros(length + 1, dtype=_U64)
-        np.multiply(codes, pinv[:length], out=codes)
-        np.cumsum(codes, dtype=_U64, out=prefix[1:])
+        # (An ASCII text's code points are its bytes, so the hashes do not depend on
+        # whether the other texts of the batch are ASCII.)
+        codes8, prefix = _code_prefix(joined)
+        length = prefix.shape[0] - 1
+        pw, _pinv, _ar = _TABLES.get(length + 1)
         owner_at = np.repeat(np.arange(len(ts), dtype=np.int64), lens)
         hashes: list[np.ndarray] = []
         owners: list[np.ndarray] = []
