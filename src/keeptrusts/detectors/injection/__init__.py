@@ -232,14 +232,19 @@ class InjectionDetector:
         """Calibrated score of a raw logit (monotone; ``-inf`` maps to 0)."""
         return _sigmoid(self._scale * logit + self._shift)
 
-    def _view(self, text: str) -> dict[str, Any]:
-        whole, window = self._model_view(text)
-        patterns = match_patterns(text) if self._patterns else []
+    def _view_logit(self, whole: float, window: float, patterns: list[str]) -> float:
+        """A view's final logit: the better of whole text and best window, or the
+        whole-text logit plus the pattern boost when an attack pattern matched."""
         logit = max(whole, window)
         if patterns:
             logit = max(logit, whole + PATTERN_BOOST)
+        return logit
+
+    def _view(self, text: str) -> dict[str, Any]:
+        whole, window = self._model_view(text)
+        patterns = match_patterns(text) if self._patterns else []
         return {
-            "score": self._prob(logit),
+            "score": self._prob(self._view_logit(whole, window, patterns)),
             "model": self._prob(whole),
             "window": self._prob(window),
             "patterns": patterns,
@@ -307,10 +312,8 @@ class InjectionDetector:
         scores: list[float] = []
         for i, view in enumerate(flat):
             whole, window = logits[i] if i in logits else self._model_view(view)
-            logit = max(whole, window)
-            if self._patterns and match_patterns(view):
-                logit = max(logit, whole + PATTERN_BOOST)
-            scores.append(self._prob(logit))
+            patterns = match_patterns(view) if self._patterns else []
+            scores.append(self._prob(self._view_logit(whole, window, patterns)))
         out: list[float] = []
         k = 0
         for vs in views:
