@@ -81,6 +81,7 @@ def max_scores(calls: list[tuple[list[str]]]) -> list[float]:
             else:
                 known[t] = got
     if todo:
+        # One text alone takes the per-text path: the batch's bookkeeping costs more.
         scores = detector.score_many(todo) if len(todo) > 1 else [detector.score(todo[0])]
         for t, score in zip(todo, scores, strict=True):
             known[t] = score
