@@ -90,6 +90,7 @@ EXTRA_FOLDS: dict[str, frozenset[str]] = {
         }
     ),
 }
+ALL_FOLDS = {**LSO_FOLDS, **EXTRA_FOLDS}
 
 
 def metrics(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, float]:
@@ -189,7 +190,7 @@ def run_lso(
         with np.load(args.lso_from, allow_pickle=False) as z:
             saved = {k: z[k] for k in ("logit", "label", "fold")}
     for name in folds:
-        groups = {**LSO_FOLDS, **EXTRA_FOLDS}[name]
+        groups = ALL_FOLDS[name]
         if saved is not None:  # re-report saved out-of-fold logits with this calibration
             m = saved["fold"] == name
             y, z = saved["label"][m], saved["logit"][m]
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--folds",
         default="",
-        help=f"comma-separated subset of: {', '.join([*LSO_FOLDS, *EXTRA_FOLDS])}",
+        help=f"comma-separated subset of: {', '.join(ALL_FOLDS)}",
     )
     ap.add_argument("--no-dev", action="store_true", help="skip the dev-set evaluation")
     ap.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         timing(det, args.data)
     if args.lso or args.lso_from:
         folds = [f.strip() for f in args.folds.split(",") if f.strip()] or list(LSO_FOLDS)
-        unknown = [f for f in folds if f not in LSO_FOLDS and f not in EXTRA_FOLDS]
+        unknown = [f for f in folds if f not in ALL_FOLDS]
         if unknown:
             ap.error(f"unknown folds: {unknown}")
         if args.C is None:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build_injection_vectors as bv
 import train_injection as tr
-from eval_injection import EXTRA_FOLDS
+from eval_injection import EXTRA_FOLDS, auc
 
 from keeptrusts.detectors.injection.embed import StaticEmbedder
 
@@ -137,23 +137,23 @@ class Encoder:
         return out
 
 
-def split_rows() -> tuple[list[tr.Row], list[tr.Row]]:
-    """(training rows with augmentation, held-out rows of every split)."""
+def split_rows(augment: bool = True) -> tuple[list[tr.Row], list[tr.Row]]:
+    """(training rows, with augmentation unless told not to; held-out rows of every split)."""
     train, dev, dev_extra = tr.load_rows(tr.DEFAULT_DATA)
     held = [r for r in train + dev + dev_extra if r.group in HOLDOUT]
+    if not augment:
+        return [r for r in train if r.group not in HOLDOUT], held
     return tr.build_training_set(train, exclude=HOLDOUT), held
 
 
 def report(name: str, y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> None:
-    from sklearn.metrics import roc_auc_score
-
     neg = np.sort(s[y == 0])
     cut = {f: neg[int(len(neg) * (1 - f))] for f in (0.01, 0.02, 0.05)}
     recalls = " | ".join(
         f"recall {(s[y == 1] > c).mean():.3f} at FPR {f:.0%}" for f, c in cut.items()
     )
     print(f"{name}: {int(y.sum())} held-out injections, {int((y == 0).sum())} benign")
-    print(f"  AUC {roc_auc_score(y, s):.3f} | {recalls}")
+    print(f"  AUC {auc(y, s):.3f} | {recalls}")
     for g in sorted(set(groups)):
         m = groups == g
         pos, ben = m & (y == 1), m & (y == 0)
@@ -165,9 +165,8 @@ def report(name: str, y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> None:
 def run_frozen(args) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    rows, held = split_rows()
+    base, held = split_rows(augment=not args.no_augment)
     enc = Encoder()
-    base = [r for r in rows if not r.source.startswith("gen:")] if args.no_augment else rows
     t0 = time.perf_counter()
     x_train = enc.embed([r.text for r in base], args.max_len)
     x_held = enc.embed([r.text for r in held], args.max_len)
@@ -243,12 +242,12 @@ def run_cost(args) -> None:
 
     torch.set_num_threads(1)
     enc = Encoder()
-    word = "please summarise the attached quarterly report for the board and list open risks"
-    words = word.split()
+    sentence = "please summarise the attached quarterly report for the board and list open risks"
+    words = sentence.split()
     for n in (50, 1000):
-        text = " ".join(words[i % len(words)] for i in range(n))
+        text = [words[i % len(words)] for i in range(n)]
         # Long prompts are scored in 256-token windows, as a deployment would have to.
-        chunks = [" ".join(text.split()[i : i + 180]) for i in range(0, n, 180)]
+        chunks = [" ".join(text[i : i + 180]) for i in range(0, n, 180)]
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
