@@ -13,8 +13,9 @@ Feature definition for one text ``t``:
   once from prefix sums, so there is no Python loop over characters), salted with its
   kind and length, mixed with the SplitMix64 finaliser, and reduced to ``2**n_bits``
   buckets. The hash is independent of ``PYTHONHASHSEED``.
-* Optional *cue* features (``cues=1``, or ``2`` with the same cues in six more
-  languages): a few source-independent signals of an attack
+* Optional *cue* features (``cues=1``; ``2`` adds the same cues in six more
+  languages, ``3`` goal hijacking and role switches without override wording): a few
+  source-independent signals of an attack
   (instruction override, references to hidden/system instructions, extraction
   requests, persona/jailbreak vocabulary, refusal suppression, fake role/boundary
   markers, "say '...'" payloads), each one regex over the prepared text and one
@@ -229,8 +230,41 @@ _CUE_EXTRA_SPECS: tuple[tuple[int, str], ...] = (
          r"\s+(?:nur\s+|genau\s+|seulement\s+|solo\s+|só\s+|alleen\s+)?[\"'“„«‘]"),
     (14, r"(?:gehackt|gekapert|piraté|hackeado|hackerato|gehackt)\b"),
 )  # fmt: skip
-CUE_EXTRA: tuple[tuple[int, re.Pattern[str]], ...] = tuple(
-    (k, re.compile(rx)) for k, rx in _CUE_EXTRA_SPECS
+# Cue version 3: goal hijacking and role switches that carry no "ignore your
+# instructions" wording ("your real task is ...", "whatever the operator said",
+# "du bist keine KI mehr"), requests for other users' data or internal settings, and
+# "maintenance mode" style jailbreaks, in English and German. Versioned separately so
+# that an artifact trained with version 2 keeps exactly the features it was fitted on.
+_CUE_V3_SPECS: tuple[tuple[int, str], ...] = (
+    # One alternative per regex: each gets its own, more selective substring gate, so
+    # that a long benign text runs few of them (see "fast cue scanning" below).
+    (11, r"your (?:real|actual|true) (?:task|job|goal|instructions?)\b"),
+    (11, r"(?:deine|ihre) (?:eigentliche|wahre|echte) (?:aufgabe|anweisung)\b"),
+    (11, r"whatever (?:you were told|the (?:operator|developer|system|admin)\w* "
+         r"(?:said|told you))\b"),
+    (11, r"egal,? was (?:man dir|dir|der|die) (?:\w+ )?(?:gesagt|befohlen|vorgegeben)\b"),
+    (6, r"du bist (?:jetzt |nun |ab sofort )?(?:keine?|nicht mehr) (?:ki|assistent\w*|"
+        r"chatbot|bot|sprachmodell)\b"),
+    (6, r"sei (?:kein|keine) \w+ (?:\w+ )?mehr\b"),
+    (6, r"tu so,? als (?:ob|hättest|wärst)\b"),
+    (6, r"spielen wir ein (?:spiel|rollenspiel),? (?:in dem|bei dem|wo) du\b"),
+    (6, r"(?:you are|you're) (?:not|no longer) an? (?:ai|assistant|chatbot|language model)\b"),
+    (6, r"stop being an? (?:\w+ )?(?:ai|assistant|chatbot)\b"),
+    (6, r"let's (?:play a game|roleplay|role-play) (?:where|in which) you\b"),
+    (7, r"(?:ki|bot|modell|ai|model|assistant|chatbot) (?:ohne|without|with no) (?:\w+ )?"
+        r"(?:gesetze|regeln|grenzen|ethik|moral|laws|rules|limits|ethics|morals)\b"),
+    (7, r"(?:wartungs|debug|admin|entwickler|god)-?modus\b"),
+    (7, r"(?:maintenance|debug|admin) mode\b"),
+    (5, r"(?:daten|informationen|details|data|information) (?:\w+ )?(?:über|von|about|on|of) "
+        r"(?:andere|anderen|other) (?:nutzer\w*|benutzer\w*|kunden|users?|customers?)"),
+    (5, r"(?:interne\w*|internal|hidden|versteckte\w*) (?:konfiguration\w*|configuration|"
+        r"einstellungen|settings)"),
+    (5, r"(?:passwort|password|kennwort)[^.!?\n]{0,60}\b(?:buchstabier\w*|spell|backwards|"
+        r"rückwärts|base64|encode\w*|kodier\w*|verschlüssel\w*)"),
+)  # fmt: skip
+CUE_EXTRA: tuple[tuple[int, re.Pattern[str], int], ...] = tuple(
+    [(k, re.compile(rx), 2) for k, rx in _CUE_EXTRA_SPECS]
+    + [(k, re.compile(rx), 3) for k, rx in _CUE_V3_SPECS]
 )
 
 
@@ -335,7 +369,7 @@ def _gate(rx: re.Pattern[str]) -> _Gate:
 
 _LITERALS = LiteralSet(
     [lit for starts, _rx in CUES for lit in starts]
-    + [x for _k, rx in CUE_EXTRA for group in _gate(rx) for x in group]
+    + [x for _k, rx, _v in CUE_EXTRA for group in _gate(rx) for x in group]
 )
 
 
@@ -346,10 +380,10 @@ for _k, (_starts, _rx) in enumerate(CUES):
     for _lit in _starts:
         _j = _LITERALS.index[_lit]
         _CUES_OF_LITERAL[_j] = (*_CUES_OF_LITERAL.get(_j, ()), (_k, _lit[0].isalnum()))
-# (cue index, regex, gate as literal indices); an empty gate always passes.
-_CUE_EXTRA_GATED: tuple[tuple[int, re.Pattern[str], tuple[frozenset[int], ...]], ...] = tuple(
-    (k, rx, tuple(frozenset(_LITERALS.index[x] for x in group) for group in _gate(rx)))
-    for k, rx in CUE_EXTRA
+# (cue index, regex, gate as literal indices, cue version); an empty gate always passes.
+_CUE_EXTRA_GATED: tuple[tuple[int, re.Pattern[str], tuple[frozenset[int], ...], int], ...] = tuple(
+    (k, rx, tuple(frozenset(_LITERALS.index[x] for x in group) for group in _gate(rx)), v)
+    for k, rx, v in CUE_EXTRA
 )
 
 
@@ -742,7 +776,9 @@ class HashingFeaturizer:
                     bk.append(ids[k])
                     st.append(i)
         if self.cues >= 2:
-            for k, rx, gate in _CUE_EXTRA_GATED:
+            for k, rx, gate, version in _CUE_EXTRA_GATED:
+                if version > self.cues:
+                    continue
                 for group in gate:
                     if found.isdisjoint(group):
                         break
