@@ -806,10 +806,11 @@ def generate_composed_attacks(rng: random.Random, n: int) -> list[str]:
 
 # Goal hijacking (PromptInject's taxonomy): a request, then an interruption that
 # dismisses it and a new goal, which is often harmless on its own ("write a poem").
-# The held-out sources the model fails on are full of these short, polite hijacks
-# with no "ignore all previous instructions" in them. The leads are real benign
-# training rows, so the same question appears with both labels and only the
-# interruption separates them; ``HIJACK_NEGATIVES`` keeps the interrupt words
+# The training sources hold few of these short, polite hijacks with no "ignore all
+# previous instructions" in them, and the hand-written probes in
+# ``scripts/data/injection-probes.jsonl`` showed the model missing them. The leads
+# are real benign training rows, so the same question appears with both labels and
+# only the interruption separates them; ``HIJACK_NEGATIVES`` keeps the interrupt words
 # ("stop", "new instructions", "from now on") benign in everyday use.
 HIJACK_LEX: dict[str, dict[str, list[str]]] = {
     "en": {
@@ -1398,10 +1399,11 @@ def augment(train: list[Row], seed: int = SEED) -> list[Row]:
     for text in generate_hijacks(rng, 500, leads):
         add(text, 1, "gen:hijack")
     for lang, sents in HIJACK_NEGATIVES.items():
+        pool = leads.get(lang, [])  # a fold may hold out every lead of a language
         for sent in sents:
             add(sent, 0, "gen:hard-negative")
-            for _ in range(2):
-                add(f"{rng.choice(leads[lang])} {sent}", 0, "gen:hard-negative")
+            for _ in range(2 if pool else 0):
+                add(f"{rng.choice(pool)} {sent}", 0, "gen:hard-negative")
     for lang, sents in HARD_NEGATIVES.items():
         for sent in sents:
             add(sent, 0, "gen:hard-negative")
