@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keeptrusts.detectors.injection import InjectionDetector
-from keeptrusts.detectors.injection.features import HashingFeaturizer
+from keeptrusts.detectors.injection.features import HashingFeaturizer, prepare
 from keeptrusts.detectors.injection.normalize import (
     collapse_whitespace,
     decode_payloads,
@@ -484,7 +484,7 @@ def test_shipped_model_uses_token_vectors_in_whole_text_and_windows(det):
 
 
 def _cue_ids(fz: HashingFeaturizer, text: str) -> np.ndarray:
-    return fz._cue_positions(" " + text.lower() + " ")[0]
+    return fz._cue_positions(prepare(text))[0]
 
 
 @pytest.mark.parametrize(
@@ -545,7 +545,7 @@ def test_gated_cue_scan_finds_what_every_regex_finds():
         "How do I bake bread? Let's play a game of chess later.",
     ]
     for text in texts:
-        t = " " + f.prepare(text) + " "
+        t = prepare(text)  # the string the featurizer scans
         # CUES are defined as anchored at a word start; CUE_EXTRA match anywhere.
         want = {
             (i, ids[k])
