@@ -134,6 +134,17 @@ def score_rows(det: InjectionDetector, texts: list[str]) -> np.ndarray:
     return np.array([det.score(t) for t in texts], dtype=np.float64)
 
 
+def score_rows_deep(det: InjectionDetector, texts: list[str]) -> np.ndarray:
+    """Scores as ``prompt-injection`` gives them with ``deep: true`` (the shipped blend)."""
+    from keeptrusts.detectors.injection import deep
+
+    scorer, blend = deep.load_scorer(threads=2), deep.load_blend()
+    logits = [r.logit for r in scorer.score_many(texts)]
+    return np.array(
+        [blend.score(det.uncalibrated(det.score(t)), z) for t, z in zip(texts, logits, strict=True)]
+    )
+
+
 def load_jsonl(path: Path) -> tuple[list[str], np.ndarray]:
     rows = tr._read_jsonl(path)
     return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
@@ -284,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of: {', '.join(ALL_FOLDS)}",
     )
     ap.add_argument("--no-dev", action="store_true", help="skip the dev-set evaluation")
+    ap.add_argument(
+        "--deep",
+        action="store_true",
+        help="dev/--file: score with the optional deep layer (pip install '.[deep]')",
+    )
     ap.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     ap.add_argument("--by-source", action="store_true", help="dev metrics per source group")
     ap.add_argument("--no-ablation", action="store_true", help="LSO: skip the layer ablation")
@@ -317,12 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     det = InjectionDetector.from_file(args.model) if args.model else InjectionDetector.load()
     print(f"model: {det.meta.get('model')} (C={det.meta.get('C')}, seed={det.meta.get('seed')})")
     need_data = not args.no_dev or args.lso
+    score = score_rows_deep if args.deep else score_rows
     train, dev, dev_extra = tr.load_rows(args.data) if need_data else ([], [], [])
 
     if not args.no_dev:
         for name, rows in (("dev.jsonl", dev), ("dev split of extra/", dev_extra)):
             y = np.array([r.label for r in rows])
-            s = score_rows(det, [r.text for r in rows])
+            s = score(det, [r.text for r in rows])
             report(name, y, s)
             if args.by_source:
                 for g in sorted({r.group for r in rows}):
@@ -332,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    {g:38s} n={m.sum():5d}  R@.8 {r}  FPR@.8 {f}")
     for path in args.file:
         texts, y = load_jsonl(path)
-        report(str(path.name), y, score_rows(det, texts))
+        report(str(path.name), y, score(det, texts))
     if not args.no_timing:
         timing(det, args.data)
     if args.lso or args.lso_from:

@@ -237,6 +237,73 @@ def run_oof(args) -> None:
     )
 
 
+def _all_rows() -> list[tr.Row]:
+    """Every labelled row (train, dev, dev split of extra), in eval_injection's LSO order."""
+    train, dev, dev_extra = tr.load_rows(tr.DEFAULT_DATA)
+    return train + dev + dev_extra
+
+
+def jailguard_head(path: Path) -> dict[str, np.ndarray]:
+    """The MLP head (384-256-128-1) that the PyPI wheel ``jailguard`` 0.1.2 embeds as JSON.
+
+    The wheel compiles the head into its extension module; the JSON object is located by its
+    first key and decoded as is. The head was trained by jailguard's author on 17 public
+    datasets we do not ship, which may include sources of any test set: a reference point,
+    not something to train on.
+    """
+    import json
+
+    blob = path.read_bytes()
+    start = blob.find(b'{"w_h1"')
+    if start < 0:
+        sys.exit(f"{path}: no embedded head found")
+    obj, _ = json.JSONDecoder().raw_decode(blob[start:].decode("latin-1"))
+    return {k: np.asarray(v, np.float32) for k, v in obj.items() if k.startswith(("w_", "b_"))}
+
+
+def jailguard_logit(head: dict[str, np.ndarray], e: np.ndarray) -> np.ndarray:
+    h = np.maximum(e @ head["w_h1"].T + head["b_h1"], 0)
+    h = np.maximum(h @ head["w_h2"].T + head["b_h2"], 0)
+    return (h @ head["w_out"].T + head["b_out"])[:, 0]
+
+
+def run_jailguard(args) -> None:
+    """Score every row with jailguard's head on frozen MiniLM embeddings, fold by fold.
+
+    The head never saw our data, so every row is "unseen" for it; the figures are comparable
+    with the shipped pipeline's leave-source-out logits (``--oof``) row for row.
+    """
+    from eval_injection import LSO_FOLDS
+
+    rows = _all_rows()
+    cache = args.cache
+    if cache.exists():
+        emb = np.load(cache)
+    else:
+        t0 = time.perf_counter()
+        emb = Encoder().embed([r.text for r in rows], args.max_len)
+        print(f"embedded {len(rows)} texts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, emb)
+    head = jailguard_head(args.so)
+    z = jailguard_logit(head, emb)
+    order = [i for name in LSO_FOLDS for i, r in enumerate(rows) if r.group in LSO_FOLDS[name]]
+    y = np.array([rows[i].label for i in order])
+    groups = np.array([next(n for n in LSO_FOLDS if rows[i].group in LSO_FOLDS[n]) for i in order])
+    z = z[order]
+    report("jailguard head on frozen all-MiniLM-L6-v2 (every LSO fold)", y, z, groups)
+    if args.oof:
+        with np.load(args.oof, allow_pickle=False) as f:
+            oz, oy = f["logit"], f["label"]
+        if len(oy) != len(y) or (oy != y).any():
+            sys.exit(f"{args.oof}: not the LSO folds of this data")
+        report("shipped pipeline, leave-source-out logits", y, oz, groups)
+        for w in args.blend:
+            report(f"blend: shipped + {w} x jailguard logit", y, oz + w * z, groups)
+        both = np.maximum((oz - oz.mean()) / oz.std(), (z - z.mean()) / z.std())
+        report("blend: max of standardised logits", y, both, groups)
+
+
 def run_cost(args) -> None:
     import torch
 
@@ -273,10 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--seed", type=int, default=0)
     oo = sub.add_parser("oof", help="report eval_injection.py --save-oof logits on this split")
     oo.add_argument("path", type=Path)
+    jg = sub.add_parser("jailguard", help="jailguard's shipped head on every LSO row")
+    jg.add_argument("--so", type=Path, required=True, help="jailguard's _jailguard.abi3.so")
+    jg.add_argument("--cache", type=Path, default=Path("build/minilm-sentences.npy"))
+    jg.add_argument("--max-len", type=int, default=256)
+    jg.add_argument("--oof", type=Path, help="eval_injection.py --lso --save-oof file")
+    jg.add_argument("--blend", type=float, nargs="*", default=[0.5, 1.0, 2.0])
     co = sub.add_parser("cost", help="time one forward pass")
     co.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args(argv)
-    run = {"frozen": run_frozen, "finetune": run_finetune, "oof": run_oof, "cost": run_cost}
+    run = {
+        "frozen": run_frozen,
+        "finetune": run_finetune,
+        "oof": run_oof,
+        "cost": run_cost,
+        "jailguard": run_jailguard,
+    }
     run[args.cmd](args)
     return 0
 

@@ -4,6 +4,10 @@ The detector (``detectors.injection``) normalises text (NFKC, zero-width and hom
 folding, embedded base64/hex/URL payloads) and runs a trained classifier. By default it
 scans what untrusted parties write: user messages and tool results (indirect injection),
 not the operator's system prompt.
+
+``deep: true`` adds a second opinion (``detectors.injection.deep``: a MiniLM sentence
+embedding and a classifier head trained on other public datasets) at about ten times the
+cost; its scan always runs off the event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pydantic import Field, model_validator
 
 from keeptrusts.context import RequestContext
 from keeptrusts.policies.base import Policy, PolicyConfig, PolicyEnv, Verdict
-from keeptrusts.policies.offload import run_detector
+from keeptrusts.policies.offload import INLINE_MAX_CHARS, run_detector
 from keeptrusts.policies.registry import register
 from keeptrusts.policies.text import request_slots
 
@@ -37,9 +41,20 @@ class PromptInjectionConfig(PolicyConfig):
     scan_roles: list[
         Literal["system", "developer", "user", "assistant", "tool", "tool_call_arguments"]
     ] = Field(default_factory=lambda: ["user", "tool"])
+    # Optional transformer layer (pip install 'keeptrusts[deep]'); off by default.
+    deep: bool = False
+    # Tokens of each text the deep layer reads (the shipped model always reads all of it).
+    deep_max_tokens: int = Field(default=1024, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _one_spelling(self) -> PromptInjectionConfig:
+        if self.deep:
+            from keeptrusts.detectors.injection.deep import DeepUnavailable, check_installed
+
+            try:
+                check_installed()
+            except DeepUnavailable as exc:
+                raise ValueError(str(exc)) from None
         both = self.threshold is not None and self.embedding_threshold is not None
         if both and self.threshold != self.embedding_threshold:
             raise ValueError("set threshold or embedding_threshold, not both")
@@ -90,6 +105,33 @@ def max_scores(calls: list[tuple[list[str]]]) -> list[float]:
     return [max((known[t] for t in texts), default=0.0) for (texts,) in calls]
 
 
+def max_score_deep(texts: list[str], max_tokens: int) -> float:
+    """:func:`max_score` with the deep layer: each text's shipped logit plus the deep
+    head's, through the deep calibration; the highest of the texts."""
+    from keeptrusts.detectors.injection import InjectionDetector
+    from keeptrusts.detectors.injection.deep import load_blend, load_scorer
+
+    if not texts:
+        return 0.0
+    detector = InjectionDetector.load()
+    shipped = max_scores([([t],) for t in texts])
+    todo = [t for t in texts if _RECENT_DEEP.get(_deep_key(t, max_tokens)) is None]
+    if todo:
+        for t, r in zip(todo, load_scorer().score_many(todo, max_tokens), strict=True):
+            _RECENT_DEEP.put(_deep_key(t, max_tokens), r.logit)
+    blend = load_blend()
+    scores = []
+    for t, s in zip(texts, shipped, strict=True):
+        got = _RECENT_DEEP.get(_deep_key(t, max_tokens))
+        assert got is not None
+        scores.append(blend.score(detector.uncalibrated(s), got))
+    return max(scores)
+
+
+def _deep_key(text: str, max_tokens: int) -> str:
+    return f"{max_tokens}\x00{text}"
+
+
 # Scores by exact text, per process: a chat sends its earlier turns again with every
 # request (the answer does not change, so neither does their score). Only short texts are
 # kept, which bounds the memory to a few MB.
@@ -136,6 +178,8 @@ class _RecentScores:
 
 
 _RECENT = _RecentScores(CACHE_ENTRIES)
+# The deep head's logits, by (max_tokens, text): a chat's earlier turns are not re-encoded.
+_RECENT_DEEP = _RecentScores(CACHE_ENTRIES)
 
 
 @register("prompt-injection")
@@ -152,11 +196,23 @@ class PromptInjection(Policy):
         self.action = config.effective_action
         self.message = config.response.message if config.response else DEFAULT_MESSAGE
         self.roles = frozenset(config.scan_roles)
+        self.deep_max_tokens = config.deep_max_tokens if config.deep else 0
+        if config.deep:
+            # Load now: a missing or altered file stops the gateway at startup, not later.
+            from keeptrusts.detectors.injection.deep import load_blend, load_scorer
+
+            load_scorer()
+            load_blend()
 
     async def on_request(self, ctx: RequestContext) -> Verdict:
         texts = [s.text for s in request_slots(ctx.body) if s.where in self.roles and s.text]
         size = sum(len(t) for t in texts)
-        score = await run_detector(self.env, size, max_score, texts, batch=max_scores)
+        if self.deep_max_tokens:
+            # A transformer pass is never short work: always off the event loop.
+            size = max(size, INLINE_MAX_CHARS + 1)
+            score = await run_detector(self.env, size, max_score_deep, texts, self.deep_max_tokens)
+        else:
+            score = await run_detector(self.env, size, max_score, texts, batch=max_scores)
         score = round(score, 4)
         if score < self.threshold:
             return Verdict.allow(score=score)

@@ -228,6 +228,16 @@ class InjectionDetector:
                 a = b
         return out
 
+    @property
+    def embedder(self) -> StaticEmbedder | None:
+        """The static token table, whose WordPiece vocabulary is all-MiniLM-L6-v2's."""
+        return self._emb
+
+    def uncalibrated(self, score: float) -> float:
+        """The raw logit behind a calibrated score (inverse of the calibration)."""
+        s = min(max(score, 1e-15), 1 - 1e-15)
+        return (math.log(s / (1 - s)) - self._shift) / self._scale
+
     def _prob(self, logit: float) -> float:
         """Calibrated score of a raw logit (monotone; ``-inf`` maps to 0)."""
         return _sigmoid(self._scale * logit + self._shift)

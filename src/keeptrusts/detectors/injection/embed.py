@@ -176,6 +176,10 @@ class StaticEmbedder:
         n = float(np.sqrt((v * v).sum()))
         return v / n if n > 0 else v
 
+    def id_of(self, token: str) -> int:
+        """The id of a vocabulary entry (``KeyError`` if it has none)."""
+        return self._ids[token]
+
     def token_ids(self, words: list[str]) -> np.ndarray:
         """Token ids of the whitespace-separated ``words`` (``tokens(...)[0]`` of the
         text they come from)."""
