@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_injection as tr
-from eval_injection import LSO_FOLDS
+from eval_injection import LSO_FOLDS, auc
 
 from keeptrusts.detectors.injection import deep
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{int(y.sum())} injections, {int((y == 0).sum())} benign rows, {len(LSO_FOLDS)} folds")
     head = "recall at pooled FPR 1/2/5%"
-    print(f"  {'variant':26s} {head:28s} calibrated 0.8: R (FPR pooled/macro)")
+    print(f"  {'variant':26s} {head:38s} calibrated 0.8: R (FPR pooled/macro)")
     fits = {}
     for name, w in [
         ("shipped alone", 0.0),
@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         cal = tr.fit_calibration(zb, y, fold, 0.02)
         o = cal["oof_at_0.8"]
         at = " / ".join(f"{recall_at(zb, y, f):.3f}" for f in (0.01, 0.02, 0.05))
+        at += f"  AUC {auc(y, zb):.3f}"
         fprs = f"{o['fpr_pooled']:.2%} / {o['fpr_macro']:.2%}"
-        print(f"  {name:26s} {at:28s} {o['recall']:.4f} ({fprs})")
+        print(f"  {name:26s} {at:38s} {o['recall']:.4f} ({fprs})")
         if w:
             fits[w] = cal
     best = max(fits, key=lambda w: fits[w]["oof_at_0.8"]["recall"])

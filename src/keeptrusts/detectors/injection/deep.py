@@ -90,6 +90,13 @@ def read_head(path: Path) -> tuple[dict[str, np.ndarray], str]:
     return head, digest
 
 
+def head_logits(head: dict[str, np.ndarray], emb: np.ndarray) -> np.ndarray:
+    """The head's logits for sentence embeddings ``(n, 384)`` (ReLU MLP; dropout is off)."""
+    x = np.maximum(emb @ head["w_h1"].T + head["b_h1"], 0)
+    x = np.maximum(x @ head["w_h2"].T + head["b_h2"], 0)
+    return (x @ head["w_out"].T + head["b_out"])[:, 0]
+
+
 def find_head() -> Path:
     pkg = _package_dir(HEAD_PACKAGE)
     found = sorted(pkg.glob("_jailguard*.so")) + sorted(pkg.glob("_jailguard*.pyd"))
@@ -149,12 +156,6 @@ class DeepScorer:
         pooled = (states * m).sum(axis=1) / m.sum(axis=1)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
-    def head_logits(self, emb: np.ndarray) -> np.ndarray:
-        h = self._head
-        x = np.maximum(emb @ h["w_h1"].T + h["b_h1"], 0)
-        x = np.maximum(x @ h["w_h2"].T + h["b_h2"], 0)
-        return (x @ h["w_out"].T + h["b_out"])[:, 0]
-
     def score(self, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> DeepResult:
         return self.score_many([text], max_tokens)[0]
 
@@ -174,7 +175,7 @@ class DeepScorer:
         order = sorted(range(len(windows)), key=lambda j: len(windows[j][1]))
         for a in range(0, len(order), batch):
             part = [windows[j] for j in order[a : a + batch]]
-            logits = self.head_logits(self._embed([w for _, w in part]))
+            logits = head_logits(self._head, self._embed([w for _, w in part]))
             for (k, _), z in zip(part, logits, strict=True):
                 best[k] = max(best[k], float(z))
         return [DeepResult(float(z), n, m) for z, (n, m) in zip(best, sizes, strict=True)]
