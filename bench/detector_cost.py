@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -335,6 +336,9 @@ def print_cost(rows: list[dict]) -> None:
 # --------------------------------------------------------------------------- 2. loop
 
 
+_PROBE_SEQ = itertools.count()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its descendants (the scan process), in seconds."""
     stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
@@ -367,7 +371,7 @@ def wait_healthy(proc: Proc, port: int, timeout: float = 60.0) -> None:
         raise RuntimeError(f"{exc}: {proc.log_text()[-400:]}") from None
 
 
-def gateway_config(upstream: str) -> dict:
+def gateway_config(upstream: str, deep: bool = False) -> dict:
     from keeptrusts.detectors.pii import supported_entities
 
     return {
@@ -384,7 +388,7 @@ def gateway_config(upstream: str) -> dict:
         },
         "policies": {"chain": ["prompt-injection", "pii-detector"]},
         "policy": {
-            "prompt-injection": {"threshold": 0.8, "action": "block"},
+            "prompt-injection": {"threshold": 0.8, "action": "block", "deep": deep},
             "pii-detector": {"action": "redact", "entities": supported_entities()},
         },
     }
@@ -448,7 +452,7 @@ async def run_phase(
         loop = asyncio.get_running_loop()
         start = loop.time()
         measure_from, end = start + warm, start + warm + seconds
-        nxt, i = start, 0
+        nxt = start
         while True:
             now = loop.time()
             if now >= end:
@@ -457,8 +461,7 @@ async def run_phase(
             if nxt > now:
                 await asyncio.sleep(nxt - now)
             nxt += interval
-            req = probes[i % len(probes)]
-            i += 1
+            req = probes[next(_PROBE_SEQ) % len(probes)]  # no text twice in a run
             t0 = time.perf_counter()
             try:
                 status = await asyncio.wait_for(c.send(req), 30)
@@ -498,6 +501,7 @@ def loop_flatness(args: argparse.Namespace, mode: str) -> tuple[list[Phase], dic
     procs: list[Proc] = []
     info = {
         "mode": mode,
+        "deep": args.deep,
         "pinned": pin,
         "long_clients": args.long_clients,
         "probe_rate": args.probe_rate,
@@ -513,7 +517,8 @@ def loop_flatness(args: argparse.Namespace, mode: str) -> tuple[list[Phase], dic
         procs.append(up)
         wait_healthy(up, up_port)
         cfg = work / "gateway.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(f"http://127.0.0.1:{up_port}")))
+        upstream = f"http://127.0.0.1:{up_port}"
+        cfg.write_text(yaml.safe_dump(gateway_config(upstream, args.deep)))
         kt = Path(sys.executable).parent / "kt"
         base = [str(kt)] if kt.exists() else [sys.executable, "-m", "keeptrusts.cli.main"]
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -534,7 +539,9 @@ def loop_flatness(args: argparse.Namespace, mode: str) -> tuple[list[Phase], dic
                                          body, None)[2])  # fmt: skip
             return out
 
-        probes = reqs(50, 400, 1_000_000)
+        # Enough distinct probe texts that none is sent twice (no detector cache can help).
+        n_probes = int(args.probe_rate * (args.phase_seconds + 2) * (3 * args.rounds + 3))
+        probes = reqs(50, n_probes, 1_000_000)
         longs = {1000: reqs(1000, 200, 2_000_000), 10000: reqs(10000, 40, 3_000_000)}
         info["long_body_kb"] = {
             w: round(statistics.mean(len(b) for b in v) / 1024, 1) for w, v in longs.items()
@@ -587,7 +594,8 @@ def print_loop(phases: list[Phase], info: dict) -> None:
         "process": "long texts scanned in the gateway's scan process (as shipped)",
         "threads": "long texts scanned in the gateway's thread pool (KEEPTRUSTS_SCAN_PROCESS=0)",
     }[info["mode"]]
-    print(f"\n## Short-request latency while long prompts are scanned: {where}\n")
+    deep = " (prompt-injection deep: true)" if info.get("deep") else ""
+    print(f"\n## Short-request latency while long prompts are scanned: {where}{deep}\n")
     layout = (
         "gateway pinned to core 1, upstream and clients to core 0"
         if info["pinned"]

@@ -109,8 +109,9 @@ class Policy:
     name: ClassVar[str]
     Config: ClassVar[type[PolicyConfig]] = PolicyConfig
     phases: ClassVar[frozenset[str]] = frozenset({"input", "output"})
-    # Upper bound for one hook; past it the chain applies --fail-mode.
-    timeout_s: ClassVar[float] = 2.0
+    # Upper bound for one hook; past it the chain applies --fail-mode. A policy whose
+    # config makes it slower (prompt-injection's deep layer) raises it per instance.
+    timeout_s: float = 2.0
 
     def __init__(self, config: PolicyConfig, env: PolicyEnv) -> None:
         self.config = config

