@@ -63,7 +63,7 @@ def deep_logits(texts: list[str], cache: Path, max_tokens: int) -> np.ndarray:
     step = 512
     for a in range(0, len(texts), step):
         res = scorer.score_many(texts[a : a + step], max_tokens)
-        out[a : a + step] = [r.logit for r in res]
+        out[a : a + step] = [np.nan if r.logit is None else r.logit for r in res]
         print(
             f"\r  {a + len(res)}/{len(texts)} ({time.perf_counter() - t0:.0f} s)",
             end="",
@@ -97,43 +97,86 @@ def main(argv: list[str] | None = None) -> int:
     if len(oy) != len(y) or (oy != y).any():
         sys.exit(f"{args.oof}: not the leave-source-out folds of this data")
     d = deep_logits([r.text for r in rows], args.cache, args.max_tokens)
+    # Code is not given to the head (deep.looks_like_code): those rows keep the shipped score.
+    cut = (args.max_tokens + 1) * deep.CHARS_PER_TOKEN_BOUND
+    code = np.array([deep.looks_like_code(r.text[:cut]) for r in rows])
+    d[code] = np.nan
+    read = ~code
+    ship_cal = tr.fit_calibration(shipped, y, fold, 0.02)  # as the shipped artifact's
+
+    def prob(z: np.ndarray, cal: dict) -> np.ndarray:
+        return 1 / (1 + np.exp(-np.clip(cal["scale"] * z + cal["shift"], -60, 60)))
+
+    def at_08(s: np.ndarray) -> tuple[float, float, float]:
+        hit = s >= 0.8 - 1e-9  # the calibration puts its threshold exactly at 0.8
+        macro = np.mean([hit[(fold == f) & (y == 0)].mean() for f in LSO_FOLDS
+                         if ((fold == f) & (y == 0)).any()])  # fmt: skip
+        return float(hit[y == 1].mean()), float(hit[y == 0].mean()), float(macro)
+
+    fixed_hit = code & (prob(shipped, ship_cal) >= 0.8 - 1e-9)  # code rows' own decisions
+
+    def final(w: float) -> tuple[np.ndarray, dict]:
+        """Scores as the gateway gives them: the blend where the head reads the text, the
+        shipped score elsewhere. The blend's slope is the Platt fit on the rows it reads; its
+        0.8 sits at the lowest blended logit where every row's decisions together stay at
+        <= 2 % false positives, pooled and per fold (as ``fit_calibration`` does)."""
+        zb = shipped + w * np.nan_to_num(d)
+        cal = tr.fit_calibration(zb[read], y[read], fold[read], 0.02)
+        cand = np.unique(zb[read & (y == 0)])
+        groups = [np.ones(len(y), bool)] + [fold == f for f in LSO_FOLDS]
+        rates = []
+        for g in groups:
+            ben = g & (y == 0)
+            if not ben.any():
+                continue
+            above = np.sort(zb[ben & read])
+            fp = len(above) - np.searchsorted(above, cand, side="left") + (fixed_hit & ben).sum()
+            rates.append(fp / ben.sum())
+        pooled, macro = rates[0], np.mean(rates[1:], axis=0)
+        ok = np.flatnonzero((pooled <= 0.02) & (macro <= 0.02))
+        thr = float(cand[ok[0]])
+        cal = {**cal, "shift": round(tr.LOGIT_08 - cal["scale"] * thr, 6)}
+        cal["raw_threshold_at_0.8"] = round(thr, 6)
+        sf = np.where(read, prob(zb, cal), prob(shipped, ship_cal))
+        rec, fpr, mac = at_08(sf)
+        cal["oof_at_0.8"] = {"recall": round(rec, 4), "fpr_pooled": round(fpr, 4),
+                             "fpr_macro": round(mac, 4)}  # fmt: skip
+        cal["fitted_on"] = (
+            f"{len(y)} out-of-fold leave-source-out rows, {len(LSO_FOLDS)} folds; "
+            f"{int(code.sum())} code-like rows keep the shipped score"
+        )
+        return sf, cal
 
     print(f"{int(y.sum())} injections, {int((y == 0).sum())} benign rows, {len(LSO_FOLDS)} folds")
+    n_code, n_code_ben = int(code.sum()), int((code & (y == 0)).sum())
+    print(f"{n_code} rows look like code ({n_code_ben} benign): they keep the shipped score")
     head = "recall at pooled FPR 1/2/5%"
-    print(f"  {'variant':26s} {head:38s} calibrated 0.8: R (FPR pooled/macro)")
+    print(f"  {'variant':26s} {head:38s} at 0.8: R (FPR pooled/macro)")
     fits = {}
-    for name, w in [
-        ("shipped alone", 0.0),
-        ("deep head alone", None),
-        *[(f"shipped + {w} x deep", w) for w in WEIGHTS],
-    ]:
-        zb = d.astype(np.float64) if w is None else shipped + w * d
-        cal = tr.fit_calibration(zb, y, fold, 0.02)
-        o = cal["oof_at_0.8"]
-        at = " / ".join(f"{recall_at(zb, y, f):.3f}" for f in (0.01, 0.02, 0.05))
-        at += f"  AUC {auc(y, zb):.3f}"
-        fprs = f"{o['fpr_pooled']:.2%} / {o['fpr_macro']:.2%}"
-        print(f"  {name:26s} {at:38s} {o['recall']:.4f} ({fprs})")
+    scored = {}
+    for name, w in [("shipped alone", 0.0), *[(f"shipped + {w} x deep", w) for w in WEIGHTS]]:
+        sf, cal = final(w) if w else (prob(shipped, ship_cal), ship_cal)
+        rec, fpr, macro = at_08(sf)
+        at = " / ".join(f"{recall_at(sf, y, f):.3f}" for f in (0.01, 0.02, 0.05))
+        at += f"  AUC {auc(y, sf):.3f}"
+        print(f"  {name:26s} {at:38s} {rec:.4f} ({fpr:.2%} / {macro:.2%})")
+        scored[w] = sf
         if w:
-            fits[w] = cal
-    best = max(fits, key=lambda w: fits[w]["oof_at_0.8"]["recall"])
-    cal = fits[best]
-    print(
-        f"\nchosen weight {best}; per fold at the calibrated 0.8 (R on injections, FPR on benign):"
-    )
-    zb = shipped + best * d
-    zs = shipped
-    cut_b = cal["raw_threshold_at_0.8"]
-    cut_s = tr.fit_calibration(shipped, y, fold, 0.02)["raw_threshold_at_0.8"]
+            fits[w] = (rec, cal)
+    dz = d[read].astype(np.float64)
+    at = " / ".join(f"{recall_at(dz, y[read], f):.3f}" for f in (0.01, 0.02, 0.05))
+    print(f"  {'deep head alone (read rows)':26s} {at}  AUC {auc(y[read], dz):.3f}")
+    best = max(fits, key=lambda w: fits[w][0])
+    cal = fits[best][1]
+    print(f"\nchosen weight {best}; per fold at 0.8, shipped -> with deep")
     for name in LSO_FOLDS:
         m = fold == name
         parts = []
         for lab, what in ((1, "R"), (0, "FPR")):
             mm = m & (y == lab)
             if mm.any():
-                parts.append(
-                    f"{what} {(zs[mm] >= cut_s).mean():.3f} -> {(zb[mm] >= cut_b).mean():.3f}"
-                )
+                before, after = (scored[0.0][mm] >= 0.8).mean(), (scored[best][mm] >= 0.8).mean()
+                parts.append(f"{what} {before:.3f} -> {after:.3f}")
         print(f"  {name:30s} {'   '.join(parts)}")
     meta = {
         "weight": best,

@@ -114,31 +114,39 @@ def text_scores(texts: list[str]) -> list[float]:
     return max_scores([([t],) for t in texts])
 
 
-def deep_logits(texts: list[str], max_tokens: int) -> list[float]:
+def deep_logits(texts: list[str], max_tokens: int) -> list[float | None]:
     """The deep head's logit of each text; earlier turns of a chat are not encoded again."""
     from keeptrusts.detectors.injection.deep import load_scorer
 
-    known = {
-        t: _RECENT_DEEP.get(f"{max_tokens}\x00{t}") if len(t) <= CACHE_MAX_CHARS else None
-        for t in texts
-    }
-    todo = [t for t, z in known.items() if z is None]
+    known: dict[str, float | None] = {}
+    todo: list[str] = []
+    for t in texts:
+        got = _RECENT_DEEP.get(f"{max_tokens}\x00{t}") if len(t) <= CACHE_MAX_CHARS else None
+        if got is None:
+            todo.append(t)
+        else:  # NaN marks "not scanned (code)" in the float cache
+            known[t] = None if got != got else got
     if todo:
         for t, r in zip(todo, load_scorer().score_many(todo, max_tokens), strict=True):
             known[t] = r.logit
             if len(t) <= CACHE_MAX_CHARS:
-                _RECENT_DEEP.put(f"{max_tokens}\x00{t}", r.logit)
-    return [known[t] for t in texts]  # type: ignore[misc]
+                logit = float("nan") if r.logit is None else r.logit
+                _RECENT_DEEP.put(f"{max_tokens}\x00{t}", logit)
+    return [known[t] for t in texts]
 
 
-def blended_max(texts: list[str], shipped: list[float], deep: list[float]) -> float:
-    """Each text's shipped and deep logits through the deep calibration; the highest."""
+def blended_max(texts: list[str], shipped: list[float], deep: list[float | None]) -> float:
+    """Each text's shipped and deep logits through the deep calibration (the shipped score
+    alone for a text the deep layer does not read, i.e. code); the highest."""
     from keeptrusts.detectors.injection import InjectionDetector
     from keeptrusts.detectors.injection.deep import load_blend
 
     detector, blend = InjectionDetector.load(), load_blend()
     return max(
-        (blend.score(detector.uncalibrated(s), z) for s, z in zip(shipped, deep, strict=True)),
+        (
+            s if z is None else blend.score(detector.uncalibrated(s), z)
+            for s, z in zip(shipped, deep, strict=True)
+        ),
         default=0.0,
     )
 

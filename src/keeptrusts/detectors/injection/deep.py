@@ -23,6 +23,10 @@ shipped artifact already carries for its static token vectors.
 A long text is scanned in windows of ``WINDOW_TOKENS`` up to ``max_tokens``; its logit is
 the highest window's. Text beyond ``max_tokens`` is left to the shipped model (which reads
 all of it) and the result says how many tokens the deep scan covered.
+
+Source code is not given to the head (:func:`looks_like_code`): it was trained on prose
+prompts, and on pasted code it misfires (18 % of 77 standard-library files with a review
+question scored over 0.8 when it was). For code the shipped model's score stands alone.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import re
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -56,6 +61,31 @@ DEFAULT_MAX_TOKENS = 1024
 # has 3-6 characters a token, so the prefix holds ``max_tokens`` tokens and the rest would
 # be dropped anyway. (A text of very long words can hold fewer; it is reported truncated.)
 CHARS_PER_TOKEN_BOUND = 24
+
+
+# A line of code: indented, a comment or keyword at its start, or a bracket, colon, comma,
+# semicolon or "=" at its end.
+_CODE_START = re.compile(
+    r"^\s*(?:#|//|/\*|\*|@|<|\}|\{|(?:import|from|def|class|return|if|elif|else|for|while|"
+    r"try|except|public|private|function|const|let|var|SELECT|select)\b)"
+)
+_CODE_END = re.compile(r"[:{};,()\[\]=]\s*$")
+CODE_MIN_LINES = 4
+CODE_LINE_SHARE = 0.5
+
+
+def looks_like_code(text: str) -> bool:
+    """At least half of 4+ non-blank lines look like code. Measured on the project's data:
+    96 % of 80 standard-library files, 1.8 % of benign and 2.3 % of injection rows."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) < CODE_MIN_LINES:
+        return False
+    hits = sum(
+        1
+        for line in lines
+        if line.startswith(("  ", "\t")) or _CODE_START.match(line) or _CODE_END.search(line)
+    )
+    return hits >= CODE_LINE_SHARE * len(lines)
 
 
 class DeepUnavailable(RuntimeError):
@@ -113,7 +143,7 @@ def find_head() -> Path:
 
 @dataclass(frozen=True)
 class DeepResult:
-    logit: float  # the head's logit (highest window)
+    logit: float | None  # the head's logit (highest window); None: code, not scanned
     tokens: int  # tokens read (counted up to max_tokens + 1)
     scanned: int  # tokens the deep scan covered
     truncated: bool  # part of the text was not read (beyond max_tokens)
@@ -174,6 +204,9 @@ class DeepScorer:
         windows: list[tuple[int, np.ndarray]] = []
         sizes: list[tuple[int, int, bool]] = []
         for k, text in enumerate(texts):
+            if looks_like_code(text[: (max_tokens + 1) * CHARS_PER_TOKEN_BOUND]):
+                sizes.append((0, 0, False))
+                continue
             ids = self.token_ids(text, max_tokens + 1)
             scanned = ids[:max_tokens]
             cut = len(ids) > max_tokens or len(text) > (max_tokens + 1) * CHARS_PER_TOKEN_BOUND
@@ -187,7 +220,10 @@ class DeepScorer:
             logits = head_logits(self._head, self._embed([w for _, w in part]))
             for (k, _), z in zip(part, logits, strict=True):
                 best[k] = max(best[k], float(z))
-        return [DeepResult(float(z), *size) for z, size in zip(best, sizes, strict=True)]
+        return [
+            DeepResult(float(z) if np.isfinite(z) else None, *size)
+            for z, size in zip(best, sizes, strict=True)
+        ]
 
 
 @dataclass(frozen=True)
