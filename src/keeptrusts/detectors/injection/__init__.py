@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .codelike import CODE_SCAN_CHARS, looks_like_code
 from .embed import StaticEmbedder
 from .features import HashingFeaturizer, _sparse, prepare, sparse_many
 from .normalize import decode_payloads, normalize
@@ -50,6 +51,11 @@ WINDOW_STRIDE = 240
 # best of many noisy scores is biased upwards (leave-source-out: fewer false positives
 # on long system-prompt-like texts at a small cost in recall on planted injections).
 WINDOW_MARGIN = 0.5
+# Windows of pasted source code are lowered by this much more: the training data has almost
+# no benign code, and a licence header or a docstring about "root" and "restrictions" read
+# as a rule-laden prompt (4 of 161 standard-library files with a review question scored
+# over 0.8, none with the margin). The whole-text logit is not lowered.
+CODE_WINDOW_MARGIN = 1.0
 _TINY = np.float32(1e-12)
 
 _LOCK = threading.Lock()
@@ -159,8 +165,10 @@ class InjectionDetector:
             return 0.0
         return float((s * self._emb_coef).sum() / max(norm, _TINY))
 
-    def _model_view(self, text: str) -> tuple[float, float]:
-        """``(whole-text logit, best window logit)`` for one view (window: -inf if short)."""
+    def _model_view(self, text: str, raw: str | None = None) -> tuple[float, float]:
+        """``(whole-text logit, best window logit)`` for one view (window: -inf if short).
+        ``raw``: the text as sent, for the main view (if it is source code, the windows get
+        ``CODE_WINDOW_MARGIN``; checked only when there are windows)."""
         t = prepare(text)
         if not self._windows or len(t) <= WINDOW_CHARS + WINDOW_STRIDE:
             # No n-gram or token starts at or after WINDOW_CHARS + WINDOW_STRIDE: no
@@ -204,6 +212,8 @@ class InjectionDetector:
             for k, (i, j) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
                 if j > i:
                     best = max(best, self._logit(buckets[i:j]) + float(dense[k]) - WINDOW_MARGIN)
+            if raw is not None and looks_like_code(raw[:CODE_SCAN_CHARS]):
+                best -= CODE_WINDOW_MARGIN
         return whole, best
 
     def _whole_many(self, ts: list[str]) -> list[float]:
@@ -250,8 +260,8 @@ class InjectionDetector:
             logit = max(logit, whole + PATTERN_BOOST)
         return logit
 
-    def _view(self, text: str) -> dict[str, Any]:
-        whole, window = self._model_view(text)
+    def _view(self, text: str, raw: str | None = None) -> dict[str, Any]:
+        whole, window = self._model_view(text, raw)
         patterns = match_patterns(text) if self._patterns else []
         return {
             "score": self._prob(self._view_logit(whole, window, patterns)),
@@ -272,7 +282,7 @@ class InjectionDetector:
         if not isinstance(text, str):
             raise TypeError("text must be a str")
         norm = normalize(text)
-        main = self._view(norm)
+        main = self._view(norm, text)
         decoded: list[dict[str, Any]] = []
         if self._decode:
             for payload in decode_payloads(norm):
@@ -303,11 +313,15 @@ class InjectionDetector:
         of all texts in one batch (the gateway scores concurrent requests' prompts this
         way). Raises if any text does; the caller then scores them one by one."""
         views: list[list[str]] = []
+        raw: dict[int, str] = {}  # flat index of each main view -> its text as sent
+        n = 0
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError("text must be a str")
             norm = normalize(text)
             views.append([norm, *(decode_payloads(norm) if self._decode else ())])
+            raw[n] = text
+            n += len(views[-1])
         flat = [v for vs in views for v in vs]
         prepared = [prepare(v) for v in flat]
         short = [
@@ -321,7 +335,7 @@ class InjectionDetector:
             logits = {i: (w, -math.inf) for i, w in zip(short, wholes, strict=True)}
         scores: list[float] = []
         for i, view in enumerate(flat):
-            whole, window = logits[i] if i in logits else self._model_view(view)
+            whole, window = logits[i] if i in logits else self._model_view(view, raw.get(i))
             patterns = match_patterns(view) if self._patterns else []
             scores.append(self._prob(self._view_logit(whole, window, patterns)))
         out: list[float] = []
