@@ -54,7 +54,7 @@ WINDOW_MARGIN = 0.5
 # Windows of pasted source code are lowered by this much more: the training data has almost
 # no benign code, and a licence header or a docstring about "root" and "restrictions" read
 # as a rule-laden prompt (4 of 161 standard-library files with a review question scored
-# over 0.8, none with the margin). The whole-text logit is not lowered.
+# over 0.8, 1 with the margin). The whole-text logit is not lowered.
 CODE_WINDOW_MARGIN = 1.0
 _TINY = np.float32(1e-12)
 
@@ -167,8 +167,9 @@ class InjectionDetector:
 
     def _model_view(self, text: str, raw: str | None = None) -> tuple[float, float]:
         """``(whole-text logit, best window logit)`` for one view (window: -inf if short).
-        ``raw``: the text as sent, for the main view (if it is source code, the windows get
-        ``CODE_WINDOW_MARGIN``; checked only when there are windows)."""
+        ``raw``: the text to check for source code (the text as sent for the main view, the
+        payload for a decoded one); if it is code, the windows get ``CODE_WINDOW_MARGIN``
+        (checked only when there are windows)."""
         t = prepare(text)
         if not self._windows or len(t) <= WINDOW_CHARS + WINDOW_STRIDE:
             # No n-gram or token starts at or after WINDOW_CHARS + WINDOW_STRIDE: no
@@ -286,7 +287,7 @@ class InjectionDetector:
         decoded: list[dict[str, Any]] = []
         if self._decode:
             for payload in decode_payloads(norm):
-                v = self._view(payload)
+                v = self._view(payload, payload)  # a decoded copy of code is code too
                 decoded.append(
                     {"text": payload[:200], "score": v["score"], "patterns": v["patterns"]}
                 )
@@ -313,7 +314,7 @@ class InjectionDetector:
         of all texts in one batch (the gateway scores concurrent requests' prompts this
         way). Raises if any text does; the caller then scores them one by one."""
         views: list[list[str]] = []
-        raw: dict[int, str] = {}  # flat index of each main view -> its text as sent
+        raw: dict[int, str] = {}  # flat index of each view -> text checked for code
         n = 0
         for text in texts:
             if not isinstance(text, str):
@@ -321,6 +322,8 @@ class InjectionDetector:
             norm = normalize(text)
             views.append([norm, *(decode_payloads(norm) if self._decode else ())])
             raw[n] = text
+            for k, payload in enumerate(views[-1][1:], start=n + 1):
+                raw[k] = payload  # a decoded copy of code is code too
             n += len(views[-1])
         flat = [v for vs in views for v in vs]
         prepared = [prepare(v) for v in flat]
