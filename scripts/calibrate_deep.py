@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{args.oof}: not the leave-source-out folds of this data")
     d = deep_logits([r.text for r in rows], args.cache, args.max_tokens)
     # Code is not given to the head (deep.looks_like_code): those rows keep the shipped score.
-    cut = (args.max_tokens + 1) * deep.CHARS_PER_TOKEN_BOUND
-    code = np.array([deep.looks_like_code(r.text[:cut]) for r in rows])
+    code = np.array([deep.looks_like_code(deep.read_part(r.text, args.max_tokens)) for r in rows])
     d[code] = np.nan
     read = ~code
     ship_cal = tr.fit_calibration(shipped, y, fold, 0.02)  # as the shipped artifact's

