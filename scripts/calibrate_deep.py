@@ -30,25 +30,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_injection as tr
-from eval_injection import LSO_FOLDS, auc
+from eval_injection import LSO_FOLDS, auc, lso_rows
 
 from keeptrusts.detectors.injection import deep
 
 OUT = Path(tr.__file__).resolve().parent.parent / "src/keeptrusts/detectors/injection/deep.json"
 WEIGHTS = (0.25, 0.35, 0.5, 0.7, 1.0)
-
-
-def lso_rows() -> tuple[list[tr.Row], list[str]]:
-    """Every row in ``eval_injection.py --lso`` order, with its fold's name."""
-    train, dev, dev_extra = tr.load_rows(tr.DEFAULT_DATA)
-    everything = train + dev + dev_extra
-    rows, folds = [], []
-    for name, groups in LSO_FOLDS.items():
-        for r in everything:
-            if r.group in groups:
-                rows.append(r)
-                folds.append(name)
-    return rows, folds
 
 
 def deep_logits(texts: list[str], cache: Path, max_tokens: int) -> np.ndarray:

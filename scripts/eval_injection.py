@@ -130,6 +130,15 @@ def report(name: str, y: np.ndarray, s: np.ndarray) -> None:
         print(f"  {t:.1f}  {_fmt(m['P'])}  {_fmt(m['R'])}  {_fmt(m['F1'])}  {_fmt(m['FPR'])}")
 
 
+def lso_rows(data: Path = tr.DEFAULT_DATA) -> tuple[list[tr.Row], list[str]]:
+    """Every row in the order ``--lso`` scores them (and ``--save-oof`` writes their
+    logits), with the name of its fold."""
+    train, dev, dev_extra = tr.load_rows(data)
+    everything = train + dev + dev_extra
+    pairs = [(r, name) for name, gs in LSO_FOLDS.items() for r in everything if r.group in gs]
+    return [r for r, _ in pairs], [name for _, name in pairs]
+
+
 def score_rows(det: InjectionDetector, texts: list[str]) -> np.ndarray:
     return np.array([det.score(t) for t in texts], dtype=np.float64)
 

